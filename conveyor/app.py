@@ -1,0 +1,218 @@
+"""App: the task registry, its configuration, and the enqueue / query / control facade."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar, overload
+
+from .backends import open_backend
+from .backends.base import Backend, JobQuery
+from .errors import InvalidTransition, JobNotFound
+from .execution import run_sync, unknown_task
+from .handle import JobHandle
+from .job import Job, Status
+from .task import CallOptions, Signature, Task, make_options
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_URL = "sqlite:///conveyor.db"
+
+
+def default_url() -> str:
+    """The store URL when none is given: $CONVEYOR_URL, else a SQLite file here."""
+    return os.environ.get("CONVEYOR_URL") or DEFAULT_URL
+
+
+class App:
+    """A set of tasks bound to one store.
+
+    ``url``: the store (argument, else $CONVEYOR_URL, else ``sqlite:///conveyor.db``).
+    ``lease``: seconds a worker holds a job between heartbeats; short in tests.
+    ``clock``: the time source (Unix seconds) for every store step; injectable for tests.
+    """
+
+    def __init__(self, url: str | None = None, *, lease: float = 30.0, clock: Callable[[], float] = time.time) -> None:
+        if not lease > 0:
+            raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
+        self.url = url or default_url()
+        self.lease = float(lease)
+        self.clock = clock
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._backend: Backend | None = None
+
+    def __repr__(self) -> str:
+        return f"<App {self.url} tasks={sorted(self.tasks)}>"
+
+    @property
+    def backend(self) -> Backend:
+        """The store, opened (and its schema created) on first use."""
+        if self._backend is None:
+            backend = open_backend(self.url)
+            backend.setup()
+            self._backend = backend
+        return self._backend
+
+    def close(self) -> None:
+        """Close the store's connections held by this thread."""
+        if self._backend is not None:
+            self._backend.close()
+
+    # declaring tasks ------------------------------------------------------------
+    @overload
+    def task(self, fn: F, /) -> Task[Any, Any]: ...
+    @overload
+    def task(self, fn: None = None, /, *, name: str | None = None, **options: Any) -> Callable[[F], Task[Any, Any]]: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any) -> Any:
+        """Register a function as a task. Options: queue, priority, max_retries, backoff,
+        max_backoff, jitter, timeout, result_ttl; ``name`` defaults to module.qualname."""
+        task_options = make_options(**options)
+
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            task_name = name or f"{func.__module__}.{func.__qualname__}"
+            if task_name in self.tasks and self.tasks[task_name].fn is not func:
+                raise ValueError(f"a different task is already registered as {task_name!r}")
+            task = Task(self, func, task_name, task_options)
+            self.tasks[task_name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    # enqueuing --------------------------------------------------------------------
+    def enqueue(
+        self, task: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **call_options: Any
+    ) -> JobHandle:
+        """Enqueue a job by task name (the task need not be registered here)."""
+        registered = self.tasks.get(task)
+        options = registered.settings if registered else make_options()
+        return Signature(self, task, args, kwargs or {}, options, CallOptions(**call_options)).delay()
+
+    def enqueue_many(self, signatures: Iterable[Signature]) -> list[JobHandle]:
+        """Enqueue many calls in one transaction: all are stored, or none."""
+        now = self.clock()
+        new_jobs = [sig.to_new_job(now) for sig in signatures]
+        if not new_jobs:
+            return []
+        return [JobHandle(self, job) for job in self.backend.enqueue(new_jobs, now)]
+
+    # reading ----------------------------------------------------------------------
+    def _view(self, job: Job) -> Job:
+        job.status = job.view_status(self.clock())
+        return job
+
+    def job(self, job_id: str) -> Job:
+        """The full record of a job; raises JobNotFound."""
+        job = self.backend.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return self._view(job)
+
+    def handle(self, job_id: str) -> JobHandle:
+        """A handle on an existing job; raises JobNotFound."""
+        return JobHandle(self, self.job(job_id))
+
+    def jobs(
+        self,
+        queue: str | None = None,
+        status: Status | str | None = None,
+        task: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs matching every filter given, newest first."""
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must be >= 0")
+        query = JobQuery(queue=queue, task=task, limit=limit, offset=offset)
+        if status is not None:
+            wanted = Status(status)
+            query.status = Status.QUEUED.value if wanted in (Status.QUEUED, Status.SCHEDULED) else wanted.value
+            if wanted is Status.QUEUED:
+                query.due_before = self.clock()
+            elif wanted is Status.SCHEDULED:
+                query.due_after = self.clock()
+        return [self._view(job) for job in self.backend.list_jobs(query)]
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Job counts: {queue: {status: n}}, with an ``all`` row summing every queue."""
+        table: dict[str, dict[str, int]] = {}
+        total: dict[str, int] = {}
+        for (queue, status), n in sorted(self.backend.counts().items()):
+            table.setdefault(queue, {})[status] = n
+            total[status] = total.get(status, 0) + n
+        table["all"] = total
+        return table
+
+    # control ----------------------------------------------------------------------
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job that has not finished: a queued one never runs, a running one is
+        stopped (async) or has its result discarded (sync). Raises JobNotFound."""
+        job = self.backend.cancel(job_id, self.clock())
+        if job is None:
+            raise JobNotFound(job_id)
+        return self._view(job)
+
+    def retry(self, job_id: str, *, reset: bool = False) -> Job:
+        """Queue a failed or cancelled job again now, keeping its counters (``reset`` zeroes
+        them and clears its result and error). Raises JobNotFound or InvalidTransition."""
+        before = self.job(job_id)
+        if before.status not in (Status.FAILED, Status.CANCELLED):
+            raise InvalidTransition(
+                f"job {job_id} is {before.status.value}; only failed or cancelled jobs can be retried"
+            )
+        job = self.backend.requeue(job_id, self.clock(), reset=reset)
+        if job is None:
+            raise JobNotFound(job_id)
+        return self._view(job)
+
+    def prune(self, older_than: float | None = None) -> int:
+        """Delete finished jobs past their result TTL, or all finished more than
+        ``older_than`` seconds ago. Returns how many were deleted."""
+        now = self.clock()
+        return self.backend.prune(now, None if older_than is None else now - older_than)
+
+    # running --------------------------------------------------------------------
+    def run_until_empty(self, queues: Sequence[str] | None = None) -> int:
+        """Run due jobs inline in this thread until none is due; returns how many ran.
+
+        The eager / test mode: the same store, claim and retry rules as a worker, no
+        worker process. A retry's back-off makes it not due, so it waits for a later call.
+        """
+        backend = self.backend
+        ran = 0
+        while True:
+            names = list(queues) if queues else sorted({q for q, _ in backend.counts()})
+            if not names:
+                return ran
+            jobs = backend.claim(names, "inline", 1, self.lease, self.clock())
+            if not jobs:
+                return ran
+            job = jobs[0]
+            task = self.tasks.get(job.task)
+            outcome = unknown_task(job) if task is None else run_sync(task, job, backend, self.clock)
+            assert job.token is not None
+            backend.finish(job.id, job.token, outcome, self.clock())
+            ran += 1
+
+
+def load_app(path: str) -> App:
+    """Import ``module:attribute`` (or ``module``, finding its App) with the working directory on sys.path."""
+    import importlib
+    import sys
+
+    module_name, _, attribute = path.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(f"cannot import app module {module_name!r}: {exc}") from exc
+    if attribute:
+        app = getattr(module, attribute, None)
+    else:
+        apps = [value for value in vars(module).values() if isinstance(value, App)]
+        app = apps[0] if len(apps) == 1 else None
+    if not isinstance(app, App):
+        raise ImportError(f"{path!r} does not name a conveyor App (write module:attribute)")
+    return app

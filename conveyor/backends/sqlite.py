@@ -1,0 +1,353 @@
+"""The embedded default store: one SQLite file in WAL mode, shared by every local process.
+
+Writers serialise on SQLite's write lock (``BEGIN IMMEDIATE``), so a claim is
+atomic across processes and a job is never handed out twice. Each thread
+gets its own connection. Idle workers watch ``PRAGMA data_version``, which
+changes whenever another connection commits, instead of sleeping out a poll.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .. import codec
+from ..errors import DuplicateJob, InvalidTransition, StoreError
+from ..job import Job, JobError, NewJob, Status
+from .base import JobQuery, Outcome, OutcomeKind, Rescued
+
+COLUMNS = (
+    "id, task, queue, priority, args, kwargs, status, created_at, scheduled_at, started_at,"
+    " finished_at, attempts, retries, max_retries, timeout, result, error, exit_code, progress,"
+    " progress_message, worker_id, token, lease_expires_at, key, result_ttl, expires_at, stage,"
+    " stages, results"
+)
+UNFINISHED = "('queued', 'running', 'waiting')"
+ORDER = "priority DESC, scheduled_at, seq"
+
+INSERT = (
+    "INSERT INTO conveyor_jobs (id, task, queue, priority, args, kwargs, status, created_at,"
+    " scheduled_at, max_retries, timeout, key, result_ttl, stages)"
+    " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)"
+)
+FIND_UNFINISHED_BY_KEY = f"SELECT {COLUMNS} FROM conveyor_jobs WHERE key = ? AND status IN {UNFINISHED}"
+CANDIDATES = (
+    "SELECT seq FROM conveyor_jobs WHERE status = 'queued' AND queue IN ({queues})"
+    f" AND scheduled_at <= ? ORDER BY {ORDER} LIMIT ?"
+)
+CLAIM = (
+    "UPDATE conveyor_jobs SET status = 'running', token = lower(hex(randomblob(12))),"
+    " worker_id = ?, attempts = attempts + 1, started_at = ?, finished_at = NULL,"
+    " lease_expires_at = ?, progress = 0, progress_message = ''"
+    " WHERE seq IN ({candidates}) AND status = 'queued'"
+    f" RETURNING {COLUMNS}"
+)
+NEXT_DUE = "SELECT min(scheduled_at) FROM conveyor_jobs WHERE status = 'queued' AND queue IN ({queues})"
+EXTEND_LEASES = (
+    "UPDATE conveyor_jobs SET lease_expires_at = ? WHERE status = 'running' AND worker_id = ?"
+    " AND token IN ({tokens}) RETURNING token"
+)
+PROGRESS = (
+    "UPDATE conveyor_jobs SET progress = ?, progress_message = ? WHERE id = ? AND token = ? AND status = 'running'"
+)
+_CURRENT_RUN = " WHERE id = :id AND token = :token AND status = 'running'"
+_END_RUN = "token = NULL, lease_expires_at = NULL"
+FINISH = {
+    OutcomeKind.SUCCEEDED: (
+        "UPDATE conveyor_jobs SET status = 'succeeded', result = :result,"
+        " results = json_insert(results, '$[#]', json(:result)), error = NULL, exit_code = 0,"
+        f" progress = 100, finished_at = :now, expires_at = :now + result_ttl, {_END_RUN}" + _CURRENT_RUN
+    ),
+    OutcomeKind.FAILED: (
+        "UPDATE conveyor_jobs SET status = 'failed', error = :error, exit_code = :exit_code,"
+        f" finished_at = :now, expires_at = :now + result_ttl, {_END_RUN}" + _CURRENT_RUN
+    ),
+    OutcomeKind.RETRY: (
+        "UPDATE conveyor_jobs SET status = 'queued', error = :error, exit_code = :exit_code,"
+        f" retries = retries + 1, scheduled_at = :retry_at, {_END_RUN}" + _CURRENT_RUN
+    ),
+    OutcomeKind.RELEASED: f"UPDATE conveyor_jobs SET status = 'queued', {_END_RUN}" + _CURRENT_RUN,
+    OutcomeKind.DISCARDED: "DELETE FROM conveyor_jobs" + _CURRENT_RUN,
+}
+CANCEL = (
+    "UPDATE conveyor_jobs SET status = 'cancelled', exit_code = 130, finished_at = :now,"
+    f" expires_at = :now + result_ttl, {_END_RUN} WHERE id = :id AND status IN {UNFINISHED}"
+)
+REQUEUE = (
+    "UPDATE conveyor_jobs SET status = 'queued', scheduled_at = :now, finished_at = NULL,"
+    " expires_at = NULL, exit_code = NULL, result = NULL"
+    " WHERE id = :id AND status IN ('failed', 'cancelled')"
+)
+RESET = (
+    "UPDATE conveyor_jobs SET attempts = 0, retries = 0, error = NULL, progress = 0,"
+    " progress_message = '', started_at = NULL, worker_id = NULL, stage = 0, results = '[]'"
+    " WHERE id = :id"
+)
+RESCUE_EXPIRED = (
+    f"UPDATE conveyor_jobs SET status = 'queued', {_END_RUN}"
+    " WHERE status = 'running' AND lease_expires_at < :now RETURNING id"
+)
+_OVERDUE = " WHERE status = 'running' AND timeout IS NOT NULL AND started_at + timeout + :margin < :now"
+_TIMEOUT_ERROR = (
+    "json_object('type', 'TimeoutError', 'traceback', '', 'message', 'job exceeded its timeout of ' || timeout || ' s')"
+)
+ABORT_OVERDUE_RETRY = (
+    f"UPDATE conveyor_jobs SET status = 'queued', retries = retries + 1, scheduled_at = :now,"
+    f" exit_code = 130, error = {_TIMEOUT_ERROR}, {_END_RUN}" + _OVERDUE + " AND retries < max_retries RETURNING id"
+)
+ABORT_OVERDUE_FAIL = (
+    f"UPDATE conveyor_jobs SET status = 'failed', exit_code = 130, error = {_TIMEOUT_ERROR},"
+    f" finished_at = :now, expires_at = :now + result_ttl, {_END_RUN}" + _OVERDUE + " RETURNING id"
+)
+ACQUIRE_LOCK = (
+    "INSERT INTO conveyor_locks (name, owner, expires_at) VALUES (:name, :owner, :until)"
+    " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at"
+    " WHERE conveyor_locks.owner = excluded.owner OR conveyor_locks.expires_at < :now"
+)
+PRUNE_EXPIRED = "DELETE FROM conveyor_jobs WHERE expires_at <= ? AND status IN ('succeeded', 'failed', 'cancelled')"
+PRUNE_BEFORE = "DELETE FROM conveyor_jobs WHERE finished_at < ? AND status IN ('succeeded', 'failed', 'cancelled')"
+
+_WAKE_POLL = 0.002  # seconds between data_version checks while idle
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
+    (id_, task, queue, priority, args, kwargs, status, created_at, scheduled_at, started_at,
+     finished_at, attempts, retries, max_retries, timeout, result, error, exit_code, progress,
+     progress_message, worker_id, token, lease_expires_at, key, result_ttl, expires_at, stage,
+     stages, results) = row  # fmt: skip
+    return Job(
+        id=id_, task=task, queue=queue, priority=priority, args=codec.loads(args),
+        kwargs=codec.loads(kwargs), status=Status(status), created_at=created_at,
+        scheduled_at=scheduled_at, started_at=started_at, finished_at=finished_at,
+        attempts=attempts, retries=retries, max_retries=max_retries, timeout=timeout,
+        result=codec.loads(result), error=JobError(**codec.loads(error)) if error else None,
+        exit_code=exit_code, progress=progress, progress_message=progress_message,
+        worker_id=worker_id, token=token, lease_expires_at=lease_expires_at, key=key,
+        result_ttl=result_ttl, expires_at=expires_at, stage=stage, stages=codec.loads(stages),
+        results=codec.loads(results),
+    )  # fmt: skip
+
+
+def _new_to_job(new: NewJob, now: float) -> Job:
+    return Job(
+        id=new.id, task=new.task, queue=new.queue, priority=new.priority, args=new.args,
+        kwargs=new.kwargs, status=Status.QUEUED, created_at=now, scheduled_at=new.scheduled_at,
+        max_retries=new.max_retries, timeout=new.timeout, key=new.key,
+        result_ttl=new.result_ttl, stages=new.stages,
+    )  # fmt: skip
+
+
+class SQLiteBackend:
+    """A job store in one SQLite file. ``path`` ':memory:' is refused: workers need a file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path in ("", ":memory:"):
+            raise StoreError("the SQLite store needs a file path; ':memory:' cannot be shared by workers")
+        self.url = f"sqlite:///{self.path}"
+        self._local = threading.local()
+        self._ready = False
+
+    # connections ---------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            if not self._ready:
+                self.setup()
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        parent = Path(self.path).resolve().parent
+        if not parent.is_dir():
+            raise StoreError(f"cannot open SQLite store {self.path}: directory {parent} does not exist")
+        try:
+            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding SQLite's write lock from its first statement."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def setup(self) -> None:
+        """Create the tables and indexes if they are missing; checks the file is a store."""
+        conn = getattr(self._local, "conn", None) or self._connect()
+        self._local.conn = conn
+        schema = resources.files(__package__).joinpath("sqlite_schema.sql").read_text()
+        try:
+            conn.executescript(schema)
+            version = conn.execute("SELECT value FROM conveyor_meta WHERE name = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable conveyor SQLite store: {exc}") from exc
+        if version is None or version[0] != "1":
+            raise StoreError(f"{self.path} has conveyor schema version {version}, this conveyor knows 1")
+        self._ready = True
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # producers -------------------------------------------------------------------
+    def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[Job]:
+        stored: list[Job] = []
+        with self._write() as conn:
+            for new in jobs:
+                if new.key is not None:
+                    existing = conn.execute(FIND_UNFINISHED_BY_KEY, (new.key,)).fetchone()
+                    if existing is not None:
+                        stored.append(_row_to_job(existing))
+                        continue
+                try:
+                    conn.execute(INSERT, (
+                        new.id, new.task, new.queue, new.priority, codec.dumps(new.args),
+                        codec.dumps(new.kwargs), now, new.scheduled_at, new.max_retries,
+                        new.timeout, new.key, new.result_ttl,
+                        None if new.stages is None else codec.dumps(new.stages),
+                    ))  # fmt: skip
+                except sqlite3.IntegrityError as exc:
+                    raise DuplicateJob(new.id) from exc
+                stored.append(_new_to_job(new, now))
+        return stored
+
+    # workers ---------------------------------------------------------------------
+    def claim(self, queues: Sequence[str], worker_id: str, limit: int, lease: float, now: float) -> list[Job]:
+        marks = _placeholders(len(queues))
+        candidates = CANDIDATES.format(queues=marks)
+        conn = self._conn()
+        # A read first: an idle poll must not take the write lock.
+        if not conn.execute(candidates, (*queues, now, 1)).fetchone():
+            return []
+        with self._write() as conn:
+            rows = conn.execute(
+                CLAIM.format(candidates=candidates), (worker_id, now, now + lease, *queues, now, limit)
+            ).fetchall()
+        jobs = [_row_to_job(row) for row in rows]
+        jobs.sort(key=lambda j: (-j.priority, j.scheduled_at))
+        return jobs
+
+    def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        conn = self._conn()
+        deadline = time.monotonic() + timeout
+        next_due = conn.execute(NEXT_DUE.format(queues=_placeholders(len(queues))), tuple(queues)).fetchone()[0]
+        if next_due is not None:
+            deadline = min(deadline, time.monotonic() + max(0.0, next_due - time.time()))
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        while time.monotonic() < deadline:
+            time.sleep(_WAKE_POLL)
+            if conn.execute("PRAGMA data_version").fetchone()[0] != version:
+                return
+
+    def heartbeat(self, worker_id: str, tokens: Sequence[str], lease: float, now: float) -> set[str]:
+        if not tokens:
+            return set()
+        with self._write() as conn:
+            sql = EXTEND_LEASES.format(tokens=_placeholders(len(tokens)))
+            kept = {row[0] for row in conn.execute(sql, (now + lease, worker_id, *tokens))}
+        return set(tokens) - kept
+
+    def progress(self, job_id: str, token: str, percent: float, message: str) -> bool:
+        with self._write() as conn:
+            return conn.execute(PROGRESS, (percent, message, job_id, token)).rowcount == 1
+
+    def finish(self, job_id: str, token: str, outcome: Outcome, now: float) -> bool:
+        params = {
+            "id": job_id, "token": token, "now": now, "retry_at": outcome.retry_at,
+            "exit_code": outcome.exit_code,
+            "result": codec.dumps(outcome.result) if outcome.kind is OutcomeKind.SUCCEEDED else None,
+            "error": codec.dumps(outcome.error) if outcome.error else None,
+        }  # fmt: skip
+        with self._write() as conn:
+            return conn.execute(FINISH[outcome.kind], params).rowcount == 1
+
+    # readers and control -----------------------------------------------------------
+    def get(self, job_id: str) -> Job | None:
+        row = self._conn().execute(f"SELECT {COLUMNS} FROM conveyor_jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _row_to_job(row)
+
+    def list_jobs(self, query: JobQuery) -> list[Job]:
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (("queue", query.queue), ("status", query.status), ("task", query.task)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.due_before is not None:
+            where.append("scheduled_at <= ?")
+            params.append(query.due_before)
+        if query.due_after is not None:
+            where.append("scheduled_at > ?")
+            params.append(query.due_after)
+        sql = f"SELECT {COLUMNS} FROM conveyor_jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ? OFFSET ?"
+        rows = self._conn().execute(sql, (*params, query.limit, query.offset)).fetchall()
+        return [_row_to_job(row) for row in rows]
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        rows = self._conn().execute("SELECT queue, status, count(*) FROM conveyor_jobs GROUP BY queue, status")
+        return {(queue, status): n for queue, status, n in rows}
+
+    def cancel(self, job_id: str, now: float) -> Job | None:
+        with self._write() as conn:
+            conn.execute(CANCEL, {"id": job_id, "now": now})
+        return self.get(job_id)
+
+    def requeue(self, job_id: str, now: float, reset: bool = False) -> Job | None:
+        try:
+            with self._write() as conn:
+                if conn.execute(REQUEUE, {"id": job_id, "now": now}).rowcount and reset:
+                    conn.execute(RESET, {"id": job_id})
+        except sqlite3.IntegrityError as exc:
+            raise InvalidTransition(f"job {job_id}: another unfinished job holds its key") from exc
+        return self.get(job_id)
+
+    # leader duties -------------------------------------------------------------------
+    def acquire_leader(self, worker_id: str, ttl: float, now: float) -> bool:
+        with self._write() as conn:
+            params = {"name": "leader", "owner": worker_id, "until": now + ttl, "now": now}
+            return conn.execute(ACQUIRE_LOCK, params).rowcount == 1
+
+    def rescue(self, now: float, abort_margin: float) -> Rescued:
+        params = {"now": now, "margin": abort_margin}
+        with self._write() as conn:
+            aborted = [row[0] for row in conn.execute(ABORT_OVERDUE_RETRY, params)]
+            aborted += [row[0] for row in conn.execute(ABORT_OVERDUE_FAIL, params)]
+            requeued = [row[0] for row in conn.execute(RESCUE_EXPIRED, {"now": now})]
+        return Rescued(requeued=requeued, aborted=aborted)
+
+    def prune(self, now: float, finished_before: float | None = None) -> int:
+        with self._write() as conn:
+            if finished_before is not None:
+                return conn.execute(PRUNE_BEFORE, (finished_before,)).rowcount
+            return conn.execute(PRUNE_EXPIRED, (now,)).rowcount
+
+    def destroy_all(self) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM conveyor_jobs")
+            conn.execute("DELETE FROM conveyor_locks")

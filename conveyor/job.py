@@ -1,0 +1,163 @@
+"""The job data model: what a job is, the states it moves through, and how it ends.
+
+A job is an ordered list of stages with a current stage and one result per
+finished stage (DESIGN.md, principle 8). A plain task job is the one-stage
+case: its single stage is the call ``task(*args, **kwargs)`` and its result is
+that stage's result. ``stages`` is left ``None`` for that case.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+
+class Status(enum.StrEnum):
+    """Where a job is in its life. See docs/states.md for the diagram."""
+
+    QUEUED = "queued"  #: due now, waiting for a worker
+    SCHEDULED = "scheduled"  #: queued, but not due yet (a delay, an eta or a retry back-off)
+    RUNNING = "running"  #: claimed by a worker that holds its lease
+    WAITING = "waiting"  #: paused between stages on a timer or a message
+    SUCCEEDED = "succeeded"  #: finished; the result is stored
+    FAILED = "failed"  #: finished with an error, retries used up
+    CANCELLED = "cancelled"  #: cancelled; it will never run again
+
+    @property
+    def finished(self) -> bool:
+        """True for the terminal states, from which only a manual retry leads back."""
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+
+
+class Priority(enum.IntEnum):
+    """Priority inside a queue: higher runs first."""
+
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+    CRITICAL = 4
+
+
+class ExitCode(enum.IntEnum):
+    """Unix-style exit codes of a finished run (kaiju_tasks)."""
+
+    SUCCESS = 0
+    EXECUTION_ERROR = 1
+    ABORTED = 130  #: time-out or cancellation
+
+
+class JobError(msgspec.Struct, frozen=True):
+    """A failure as stored: the exception's type, message and formatted traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+
+def _utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
+
+
+class Job(msgspec.Struct, kw_only=True):
+    """The full record of one job, as the store holds it.
+
+    Times are Unix seconds (UTC) so that every backend stores them alike; the
+    ``*_time`` properties give them as aware datetimes.
+    """
+
+    id: str
+    task: str
+    queue: str
+    priority: int
+    args: list[Any]
+    kwargs: dict[str, Any]
+    status: Status
+    created_at: float
+    scheduled_at: float  #: when it is (or was) due
+    started_at: float | None = None  #: start of the latest run
+    finished_at: float | None = None
+    attempts: int = 0  #: runs started, including ones handed back by a dead or stopping worker
+    retries: int = 0  #: retries used up by failures and time-outs
+    max_retries: int = 0
+    timeout: float | None = None  #: seconds a single run may take
+    result: Any = None
+    error: JobError | None = None
+    exit_code: int | None = None
+    progress: float = 0.0  #: percent, 0 to 100
+    progress_message: str = ""
+    worker_id: str | None = None  #: the worker running it, or that ran it last
+    token: str | None = None  #: the current run's fencing token, while it runs
+    lease_expires_at: float | None = None
+    key: str | None = None  #: uniqueness key while the job is not finished
+    result_ttl: float | None = None  #: seconds a finished job is kept; None keeps it
+    expires_at: float | None = None  #: when a finished job is pruned
+    stage: int = 0  #: index of the current stage
+    stages: list[dict[str, Any]] | None = None  #: explicit stages; None for a plain one-stage job
+    results: list[Any] = msgspec.field(default_factory=list)  #: one result per finished stage
+
+    @property
+    def elapsed(self) -> float | None:
+        """Seconds the latest run took (or has taken so far, while running); None if not run."""
+        if self.started_at is None:
+            return None
+        if self.finished_at is not None:
+            return max(0.0, self.finished_at - self.started_at)
+        if self.status is Status.RUNNING:
+            return max(0.0, time.time() - self.started_at)
+        return None
+
+    @property
+    def created_time(self) -> datetime:
+        """When the job was enqueued."""
+        return _utc(self.created_at)  # type: ignore[return-value]
+
+    @property
+    def scheduled_time(self) -> datetime:
+        """When the job is (or was) due."""
+        return _utc(self.scheduled_at)  # type: ignore[return-value]
+
+    @property
+    def started_time(self) -> datetime | None:
+        """When the latest run started."""
+        return _utc(self.started_at)
+
+    @property
+    def finished_time(self) -> datetime | None:
+        """When the job reached a terminal state."""
+        return _utc(self.finished_at)
+
+    def view_status(self, now: float) -> Status:
+        """The status a reader should see: a queued job not due yet reads as SCHEDULED."""
+        if self.status is Status.QUEUED and self.scheduled_at > now:
+            return Status.SCHEDULED
+        return self.status
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field, plus ``elapsed``."""
+        data: dict[str, Any] = msgspec.to_builtins(self)
+        data["elapsed"] = self.elapsed
+        return data
+
+
+class NewJob(msgspec.Struct, kw_only=True):
+    """What a producer hands the store to enqueue: a job before it exists."""
+
+    id: str
+    task: str
+    queue: str
+    priority: int
+    args: list[Any]
+    kwargs: dict[str, Any]
+    scheduled_at: float
+    max_retries: int
+    timeout: float | None = None
+    key: str | None = None
+    result_ttl: float | None = None
+    stages: list[dict[str, Any]] | None = None
