@@ -12,6 +12,7 @@ from .errors import (
     JobNotFound,
     Retry,
     StoreError,
+    StoreUnavailable,
 )
 from .handle import JobHandle
 from .job import ExitCode, Job, JobError, Priority, Status
@@ -37,6 +38,7 @@ __all__ = [
     "Signature",
     "Status",
     "StoreError",
+    "StoreUnavailable",
     "Task",
     "Worker",
     "current_job",

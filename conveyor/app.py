@@ -31,14 +31,24 @@ class App:
     ``url``: the store (argument, else $CONVEYOR_URL, else ``sqlite:///conveyor.db``).
     ``lease``: seconds a worker holds a job between heartbeats; short in tests.
     ``clock``: the time source (Unix seconds) for every store step; injectable for tests.
+    ``migrate``: create or upgrade a server store's schema on first use (safe from many hosts at
+    once); False only checks it is current, for deployments that run ``conveyor migrate`` first.
     """
 
-    def __init__(self, url: str | None = None, *, lease: float = 30.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        lease: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        migrate: bool = True,
+    ) -> None:
         if not lease > 0:
             raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
         self.url = url or default_url()
         self.lease = float(lease)
         self.clock = clock
+        self.migrate = migrate
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._backend: Backend | None = None
 
@@ -49,8 +59,8 @@ class App:
     def backend(self) -> Backend:
         """The store, opened (and its schema created) on first use."""
         if self._backend is None:
-            backend = open_backend(self.url)
-            backend.setup()
+            backend = open_backend(self.url, migrate=self.migrate)
+            backend.setup(self.migrate)
             self._backend = backend
         return self._backend
 
@@ -89,13 +99,24 @@ class App:
         options = registered.settings if registered else make_options()
         return Signature(self, task, args, kwargs or {}, options, CallOptions(**call_options)).delay()
 
-    def enqueue_many(self, signatures: Iterable[Signature]) -> list[JobHandle]:
-        """Enqueue many calls in one transaction: all are stored, or none."""
+    def enqueue_many(self, signatures: Iterable[Signature], *, connection: Any = None) -> list[JobHandle]:
+        """Enqueue many calls in one transaction: all are stored, or none.
+
+        ``connection`` (or the calls' ``.options(connection=...)``, which must agree): the
+        caller's own open database connection; the jobs are written in its transaction and
+        exist only if the caller commits it. See ``Backend.enqueue``."""
+        signatures = list(signatures)
         now = self.clock()
         new_jobs = [sig.to_new_job(now) for sig in signatures]
         if not new_jobs:
             return []
-        return [JobHandle(self, job) for job in self.backend.enqueue(new_jobs, now)]
+        given = [sig.call.connection for sig in signatures if sig.call.connection is not None]
+        if connection is not None:
+            given.append(connection)
+        if any(conn is not given[0] for conn in given):
+            raise ValueError("the calls of one enqueue_many must all use the same connection")
+        stored = self.backend.enqueue(new_jobs, now, connection=given[0] if given else None)
+        return [JobHandle(self, job) for job in stored]
 
     # reading ----------------------------------------------------------------------
     def _view(self, job: Job) -> Job:

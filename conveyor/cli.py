@@ -84,11 +84,13 @@ def main() -> None:
 @click.option("-p", "--processes", default=0, help="Worker processes under a supervisor (0: run in this process).")
 @click.option("--grace", default=5.0, show_default=True, help="Seconds running jobs get to finish on SIGTERM.")
 @click.option("--poll", default=1.0, show_default=True, help="Longest idle wait between claims, in seconds.")
+@click.option("--stuck-after", default=5.0, show_default=True, help="With -p: seconds a timed-out sync task "
+              "may hold its thread before its process is replaced.")  # fmt: skip
 @click.option("--log-level", default="INFO", show_default=True)
 @url_option
 def worker(
-    app_path: str, queues: str, concurrency: int, processes: int, grace: float, poll: float, log_level: str,
-    url: str | None,
+    app_path: str, queues: str, concurrency: int, processes: int, grace: float, poll: float, stuck_after: float,
+    log_level: str, url: str | None,
 ) -> None:  # fmt: skip
     """Run workers for APP_PATH (module:app) until SIGTERM or Ctrl-C."""
     from .supervisor import Supervisor
@@ -97,7 +99,7 @@ def worker(
     level = getattr(logging, log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     options = {"queues": [q.strip() for q in queues.split(",") if q.strip()], "concurrency": concurrency,
-               "grace": grace, "poll": poll}  # fmt: skip
+               "grace": grace, "poll": poll, "stuck_after": stuck_after}  # fmt: skip
     if processes > 0:
         sys.exit(Supervisor(app_path, processes, options, url=url, log_level=level).run())
     app = load_app(app_path)
@@ -205,6 +207,26 @@ def prune(older_than: str | None, url: str | None) -> None:
     """Delete finished jobs."""
     seconds = None if older_than is None else _duration(older_than)
     console.print(f"pruned {_app(url).prune(seconds)} job(s)")
+
+
+@main.command()
+@url_option
+def migrate(url: str | None) -> None:
+    """Create or upgrade the store's schema. Idempotent, and safe to run from several hosts at once."""
+    from .backends import open_backend
+
+    backend = open_backend(url or default_url())
+    try:
+        upgrade = getattr(backend, "migrate", None)
+        if callable(upgrade):
+            applied = upgrade()
+            backend.setup(False)
+            console.print(f"applied {', '.join(applied)}" if applied else "schema is up to date")
+        else:
+            backend.setup()
+            console.print("schema is up to date")
+    finally:
+        backend.close()
 
 
 @main.command()

@@ -16,6 +16,14 @@ class StoreError(ConveyorError):
     """The store cannot be opened or used: unreadable, corrupt, wrong URL, unreachable."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached right now (connection refused or lost, server restarting).
+
+    Raised by server backends for connection-level failures: the same call may succeed once the
+    server is back, so a worker retries it with back-off instead of giving up.
+    """
+
+
 class JobNotFound(ConveyorError, LookupError):
     """No job with that id exists (never did, was discarded, or was pruned)."""
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import random
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -23,6 +23,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_QUEUE = "default"
+_PRIORITIES = frozenset(Priority)
 DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
 
 
@@ -42,7 +43,7 @@ class TaskOptions(msgspec.Struct, kw_only=True, frozen=True):
 def _check_options(queue: str, priority: int, max_retries: int, timeout: float | None) -> None:
     if not isinstance(queue, str) or not queue.strip():
         raise ValueError(f"queue must be a non-empty string, got {queue!r}")
-    if priority not in set(Priority):
+    if isinstance(priority, bool) or priority not in _PRIORITIES:
         raise ValueError(f"priority must be one of {[p.name for p in Priority]}, got {priority!r}")
     if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
         raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
@@ -98,7 +99,8 @@ class Task(Generic[P, R]):
         return Signature(self.app, self.name, args, kwargs, self.settings, CallOptions())
 
     def options(self, **call_options: Any) -> BoundTask[P, R]:
-        """This task with per-call options: delay, eta, priority, queue, key, max_retries, timeout, id."""
+        """This task with per-call options: delay, eta, priority, queue, key, max_retries, timeout, id,
+        connection."""
         return BoundTask(self, CallOptions(**call_options))
 
 
@@ -113,6 +115,9 @@ class CallOptions(msgspec.Struct, kw_only=True, frozen=True):
     max_retries: int | None = None
     timeout: float | None = None
     id: str | None = None  #: a caller-chosen id; a taken one raises DuplicateJob
+    #: the caller's open database connection (psycopg for PostgreSQL, sqlite3 for SQLite): the job
+    #: is written in its transaction and exists only if that commits (transactional enqueue)
+    connection: Any = None
 
 
 class BoundTask(Generic[P, R]):
@@ -172,7 +177,7 @@ class Signature:
 
 def _job_id(given: str | None) -> str:
     if given is None:
-        return uuid.uuid4().hex
+        return os.urandom(16).hex()  # 128 random bits, like uuid4, at a third of the cost
     if not isinstance(given, str) or not given or len(given) > 255:
         raise ValueError(f"a job id must be a non-empty string of at most 255 characters, got {given!r}")
     return given
@@ -188,7 +193,8 @@ def _due(call: CallOptions, now: float) -> float:
     if call.delay is not None and call.eta is not None:
         raise ValueError("give delay or eta, not both")
     if call.delay is not None:
-        if not isinstance(call.delay, (int, float)) or not math.isfinite(call.delay) or call.delay < 0:
+        delay = call.delay
+        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not math.isfinite(delay) or delay < 0:
             raise ValueError(f"delay must be a number of seconds >= 0, got {call.delay!r}")
         return now + call.delay
     if call.eta is not None:

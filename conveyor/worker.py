@@ -1,10 +1,10 @@
 """The worker: claim due jobs, run them, keep their leases, hand them back on stop.
 
 One worker is one process running up to ``concurrency`` jobs at once: sync
-tasks on threads, async tasks on an event loop in a thread of its own. Three
-helper threads do the rest: the reporter writes how runs ended, the monitor
-renews leases, enforces time-outs and does leader duties. The loop in
-``run`` is the whole life of a worker; read it top to bottom.
+tasks on threads, async tasks on an event loop in a thread of its own. Two
+helper threads do the rest: the reporter writes how runs ended, in batches;
+the monitor renews leases, enforces time-outs and does leader duties. The
+loop in ``run`` is the whole life of a worker; read it top to bottom.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import Outcome, OutcomeKind
+from .backends.base import Outcome, OutcomeKind, Report
+from .errors import StoreUnavailable
 from .execution import failed, run_async, run_sync, timed_out, unknown_task
 from .job import Job
 from .maintenance import Maintenance
@@ -33,8 +34,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 
-EXIT_STUCK = 75  #: a supervised child exits with this when a timed-out sync task will not let go of its thread
+EXIT_STUCK = 75  #: a supervised child exits with this when an abandoned sync task will not let go of its thread
 TICK = 0.05  #: seconds between monitor passes (time-out checks)
+STOP_CHECK = 0.25  #: longest idle wait before the claim loop looks at a stop request again
+BATCH_WAIT = 0.005  #: how long a free slot may wait for others to free before a claim
+REPORT_BATCH = 256  #: most outcomes written in one transaction
+MAX_BACKOFF = 2.0  #: longest pause between retries against an unreachable store
 
 
 class _Run:
@@ -95,7 +100,9 @@ class Worker:
         self._done: queue.SimpleQueue[tuple[_Run, Outcome] | None] = queue.SimpleQueue()
         self._threads = ThreadPoolExecutor(max_workers=concurrency + 32, thread_name_prefix="conveyor-job")
         self._loop = asyncio.new_event_loop()
-        self._timed_out: list[_Run] = []  # sync runs abandoned at their timeout, maybe still on a thread
+        self._orphans: list[_Run] = []  # abandoned sync runs (timed out, cancelled) maybe still on a thread
+        self._unreported: set[str] = set()  # tokens of finished runs whose outcome waits for the store
+        self._store_down = False  # the store was unreachable at the last heartbeat
 
     # the life of a worker ---------------------------------------------------------
     def run(self) -> None:
@@ -109,21 +116,27 @@ class Worker:
         for thread in helpers:
             thread.start()
         log.info("worker %s started: queues %s, concurrency %d", self.id, ",".join(self.queues), self.concurrency)
+        failures = 0  # claims in a row that found the store unreachable
         try:
             while not self._stopping.is_set():
-                self._slot_free.clear()
-                free = self.concurrency - len(self._runs)
+                free = self._free_slots()
                 if free <= 0:
-                    self._slot_free.wait(self.poll)
                     continue
                 try:
                     jobs = self.backend.claim(self.queues, self.id, free, self.lease, self.clock())
+                    failures = 0
+                except StoreUnavailable as exc:
+                    failures += 1
+                    pause = min(self.poll * 2 ** (failures - 1), max(self.poll, MAX_BACKOFF))
+                    log.warning("claiming failed, the store is unreachable; trying again in %.1f s: %s", pause, exc)
+                    self._stopping.wait(pause)
+                    continue
                 except Exception:
                     log.exception("claiming failed; trying again in %s s", self.poll)
                     self._stopping.wait(self.poll)
                     continue
                 if not jobs:
-                    self.backend.wait_for_work(self.queues, self.poll)
+                    self.backend.wait_for_work(self.queues, min(self.poll, STOP_CHECK))
                     continue
                 for job in jobs:
                     self._start(job)
@@ -137,13 +150,32 @@ class Worker:
         self._stopping.set()
         self._slot_free.set()
 
+    def _free_slots(self) -> int:
+        """Free slots to claim for. While jobs run, wait (briefly) until a batch's worth is free:
+        one claim for several jobs costs the store one write instead of several."""
+        batch = max(1, self.concurrency // 2)
+        deadline = 0.0
+        while not self._stopping.is_set():
+            self._slot_free.clear()
+            free = self.concurrency - len(self._runs)
+            if free >= batch or (free > 0 and not self._runs):
+                return free
+            if free <= 0:
+                self._slot_free.wait(self.poll)
+                continue
+            deadline = deadline or time.monotonic() + BATCH_WAIT
+            if time.monotonic() >= deadline:
+                return free
+            self._slot_free.wait(deadline - time.monotonic())
+        return 0
+
     # starting a job ---------------------------------------------------------------
     def _start(self, job: Job) -> None:
         task = self.app.tasks.get(job.task)
         assert job.token is not None
         if task is None:
             log.error("job %s: unknown task %r", job.id, job.task)
-            self.backend.finish(job.id, job.token, unknown_task(job), self.clock())
+            self._write_outcomes([Report(job.id, job.token, unknown_task(job))])
             return
         deadline = None if job.timeout is None else time.monotonic() + job.timeout
         run = _Run(job, task, deadline)
@@ -168,17 +200,51 @@ class Worker:
 
     # threads ----------------------------------------------------------------------
     def _report_outcomes(self) -> None:
-        """Write each finished run's outcome, unless the run was abandoned meanwhile."""
-        while (item := self._done.get()) is not None:
-            run, outcome = item
+        """Write finished runs' outcomes, all that are waiting in one transaction, except
+        those of runs abandoned meanwhile (their outcome is no longer theirs to write)."""
+        stopping = False
+        while not stopping:
+            items = [self._done.get()]
+            while len(items) < REPORT_BATCH and not self._done.empty():
+                items.append(self._done.get())
+            reports = []
             with self._lock:
-                if run.abandoned:
-                    log.info("job %s: dropped the outcome of an abandoned run (%s)", run.job.id, run.abandoned)
-                    continue
-                del self._runs[run.token]
-            if not self.backend.finish(run.job.id, run.token, outcome, self.clock()):
-                log.warning("job %s: the store refused a stale report (cancelled or rescued)", run.job.id)
-            self._slot_free.set()
+                for item in items:
+                    if item is None:
+                        stopping = True
+                        continue
+                    run, outcome = item
+                    if run.abandoned:
+                        log.info("job %s: dropped the outcome of an abandoned run (%s)", run.job.id, run.abandoned)
+                        continue
+                    del self._runs[run.token]
+                    reports.append(Report(run.job.id, run.token, outcome))
+            if reports:
+                self._write_outcomes(reports)
+                self._slot_free.set()
+
+    def _write_outcomes(self, reports: list[Report]) -> None:
+        """Write how runs ended; while the store is unreachable, retry with back-off and keep
+        the runs' leases renewed meanwhile (they join the heartbeat), so an outage loses no
+        outcome and makes no job run twice."""
+        now = self.clock()
+        pause = 0.05
+        while True:
+            try:
+                written = self.backend.finish_many(reports, now)
+                break
+            except StoreUnavailable as exc:
+                with self._lock:
+                    self._unreported.update(report.token for report in reports)
+                log.warning("%d outcome(s) wait: the store is unreachable, writing again in %.1f s: %s",
+                            len(reports), pause, exc)  # fmt: skip
+                time.sleep(pause)
+                pause = min(pause * 2, MAX_BACKOFF)
+        for report, ok in zip(reports, written, strict=True):
+            if not ok:
+                log.warning("job %s: the store refused a stale report (cancelled or rescued)", report.job_id)
+        with self._lock:
+            self._unreported.difference_update(report.token for report in reports)
 
     def _monitor(self) -> None:
         """Enforce time-outs, renew leases, do leader duties; until the worker shuts down."""
@@ -191,6 +257,14 @@ class Worker:
                 next_beat = now + self.heartbeat_every
                 try:
                     self._beat()
+                    if self._store_down:
+                        log.info("the store is reachable again")
+                        self._store_down = False
+                except StoreUnavailable as exc:
+                    self.maintenance.store_unreachable()
+                    if not self._store_down:
+                        log.warning("heartbeat failed, the store is unreachable; running jobs go on: %s", exc)
+                    self._store_down = True
                 except Exception:
                     log.exception("heartbeat failed; retrying")
             self._check_stuck(now)
@@ -199,7 +273,8 @@ class Worker:
             time.sleep(TICK)
 
     def _beat(self) -> None:
-        tokens = list(self._runs)
+        with self._lock:
+            tokens = [*self._runs, *self._unreported]
         lost = self.backend.heartbeat(self.id, tokens, self.lease, self.clock())
         for token in lost:
             run = self._abandon(token, "the store no longer lists this run (cancelled or rescued)")
@@ -212,9 +287,10 @@ class Worker:
         if self._abandon(run.token, "timed out") is None:
             return
         log.warning("job %s timed out after %s s", run.job.id, run.job.timeout)
-        self.backend.finish(run.job.id, run.token, timed_out(run.task, run.job, self.clock()), self.clock())
-        if not run.task.is_async:
-            self._timed_out.append(run)
+        try:
+            self.backend.finish(run.job.id, run.token, timed_out(run.task, run.job, self.clock()), self.clock())
+        except StoreUnavailable as exc:
+            log.warning("job %s: the store is unreachable; the leader will abort it later: %s", run.job.id, exc)
 
     def _abandon(self, token: str, why: str) -> _Run | None:
         """Take a run out of this worker's hands: its outcome will not be written."""
@@ -226,17 +302,21 @@ class Worker:
             run.abandoned_at = time.monotonic()
         if run.future is not None:
             run.future.cancel()  # stops an async task; a sync one already on a thread runs on, its result dropped
+            if not run.task.is_async and not run.future.done():
+                self._orphans.append(run)
         self._slot_free.set()
         return run
 
     def _check_stuck(self, now: float) -> None:
-        """A child whose timed-out sync task holds its thread too long exits, to be replaced."""
-        self._timed_out = [r for r in self._timed_out if r.future is not None and not r.future.done()]
-        if not self.supervised:
+        """A child whose abandoned (timed-out or cancelled) sync task holds its thread too long
+        exits, to be replaced: Python cannot stop a thread, but it can end a process."""
+        self._orphans = [r for r in self._orphans if r.future is not None and not r.future.done()]
+        if not self.supervised or self._stopping.is_set():
             return
-        stuck = [r for r in self._timed_out if now - r.abandoned_at > self.stuck_after]
+        stuck = [r for r in self._orphans if now - r.abandoned_at > self.stuck_after]
         if stuck:
-            log.error("job %s timed out and its sync task is still running; replacing this process", stuck[0].job.id)
+            log.error("job %s was %s and its sync task is still running; replacing this process",
+                      stuck[0].job.id, stuck[0].abandoned)  # fmt: skip
             self._hand_back_all()
             os._exit(EXIT_STUCK)
 
@@ -244,9 +324,7 @@ class Worker:
     def _shut_down(self, helpers: list[threading.Thread]) -> None:
         deadline = time.monotonic() + self.grace
         if self._runs:
-            log.info(
-                "worker %s stopping: %d job(s) running, up to %s s to finish", self.id, len(self._runs), self.grace
-            )
+            log.info("worker %s stopping: %d job(s) running, %s s to finish", self.id, len(self._runs), self.grace)
         while self._runs and time.monotonic() < deadline and not self._hurry.is_set():
             time.sleep(TICK)
         self._hand_back_all()
@@ -260,11 +338,16 @@ class Worker:
 
     def _hand_back_all(self) -> None:
         """Give every unfinished job back to the queue at once, without using a retry."""
-        for token in list(self._runs):
-            run = self._abandon(token, "handed back at shutdown")
-            if run is not None:
-                self.backend.finish(run.job.id, token, Outcome(kind=OutcomeKind.RELEASED), self.clock())
-                log.info("job %s handed back", run.job.id)
+        runs = [run for token in list(self._runs) if (run := self._abandon(token, "handed back at shutdown"))]
+        if not runs:
+            return
+        released = [Report(run.job.id, run.token, Outcome(kind=OutcomeKind.RELEASED)) for run in runs]
+        try:
+            self.backend.finish_many(released, self.clock())
+            log.info("handed back %d job(s): %s", len(runs), ", ".join(run.job.id for run in runs))
+        except StoreUnavailable as exc:
+            log.warning("%d job(s) not handed back, the store is unreachable; they are requeued when their"
+                        " leases run out: %s", len(runs), exc)  # fmt: skip
 
     def _install_signal_handlers(self) -> None:
         """Standalone: SIGTERM or SIGINT stops gracefully, a second one hands back at once.

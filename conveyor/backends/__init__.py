@@ -10,8 +10,11 @@ from .base import Backend
 __all__ = ["Backend", "open_backend"]
 
 
-def open_backend(url: str) -> Backend:
-    """The store for ``url``: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, or a bare path."""
+def open_backend(url: str, *, migrate: bool = True) -> Backend:
+    """The store for ``url``: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, a bare path,
+    or ``postgresql://user@host/db`` (``postgres://`` too; needs ``pip install conveyor[postgres]``).
+    ``migrate`` is the store's own default for ``setup``: False makes a PostgreSQL store only check
+    that its schema is current (run ``conveyor migrate`` to create or upgrade it)."""
     scheme = urlsplit(url).scheme if "://" in url else ""
     if scheme in ("", "sqlite"):
         from .sqlite import SQLiteBackend
@@ -20,4 +23,14 @@ def open_backend(url: str) -> Backend:
         if scheme and not path.startswith("/"):
             raise StoreError(f"bad SQLite URL {url!r}: write sqlite:///relative/path.db or sqlite:////abs/path.db")
         return SQLiteBackend(path[1:] if scheme else path)
-    raise StoreError(f"unsupported store URL {url!r}: this conveyor knows sqlite:///path.db")
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresBackend
+        except ImportError as exc:
+            raise StoreError(
+                f"the PostgreSQL store needs psycopg 3 and psycopg-pool: pip install 'conveyor[postgres]' ({exc})"
+            ) from exc
+        return PostgresBackend(url, migrate=migrate)
+    raise StoreError(
+        f"unsupported store URL {url!r}: this conveyor knows sqlite:///path.db and postgresql://user@host/db"
+    )

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from .. import codec
 from ..job import Job, JobError, NewJob
 
 
@@ -40,6 +41,28 @@ class Outcome(msgspec.Struct, kw_only=True):
     retry_at: float | None = None  #: for RETRY: when the job is due again
 
 
+class Report(msgspec.Struct, frozen=True):
+    """One run's outcome, addressed to its job and guarded by its run's token."""
+
+    job_id: str
+    token: str
+    outcome: Outcome
+
+
+def finish_params(report: Report, now: float) -> dict[str, Any]:
+    """The named parameters of a backend's finish statement for one report (shared by the SQL stores)."""
+    outcome = report.outcome
+    return {
+        "id": report.job_id,
+        "token": report.token,
+        "now": now,
+        "retry_at": outcome.retry_at,
+        "exit_code": outcome.exit_code,
+        "result": codec.dumps(outcome.result) if outcome.kind is OutcomeKind.SUCCEEDED else None,
+        "error": codec.dumps(outcome.error) if outcome.error else None,
+    }
+
+
 class JobQuery(msgspec.Struct, kw_only=True):
     """Filters for listing jobs; ``due_before``/``due_after`` split QUEUED from SCHEDULED."""
 
@@ -60,20 +83,31 @@ class Rescued(msgspec.Struct):
 
 
 class Backend(Protocol):
-    """A job store. Implementations: sqlite.SQLiteBackend (more to come)."""
+    """A job store. Implementations: sqlite.SQLiteBackend, postgres.PostgresBackend.
+
+    Server stores raise ``StoreUnavailable`` (a ``StoreError``) when the server cannot be
+    reached; the same call may succeed later, and the worker retries it with back-off."""
 
     url: str
 
-    def setup(self) -> None:
-        """Create or migrate the schema; safe to call from many processes at once."""
+    def setup(self, migrate: bool = True) -> None:
+        """Create or migrate the schema; safe to call from many processes at once. With
+        ``migrate`` False a server store only checks its schema is current (StoreError if not);
+        SQLite always creates its schema (one file, nothing to coordinate)."""
 
     def close(self) -> None:
         """Release connections."""
 
     # producers --------------------------------------------------------------
-    def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[Job]:
+    def enqueue(self, jobs: Sequence[NewJob], now: float, connection: Any = None) -> list[Job]:
         """Insert jobs in one transaction; for a key already held by an unfinished job,
-        return that job instead. Raises DuplicateJob for a taken id (nothing inserted)."""
+        return that job instead. Raises DuplicateJob for a taken id (nothing inserted).
+
+        ``connection``: the caller's own open database connection (psycopg.Connection for
+        PostgreSQL, sqlite3.Connection on the same file for SQLite). The jobs are then written
+        inside that connection's current transaction, under a savepoint, and exist only if the
+        caller commits it (transactional enqueue); a connection in autocommit mode with no
+        transaction open gets a transaction of its own, committed at once."""
 
     # workers ----------------------------------------------------------------
     def claim(self, queues: Sequence[str], worker_id: str, limit: int, lease: float, now: float) -> list[Job]:
@@ -93,6 +127,10 @@ class Backend(Protocol):
 
     def finish(self, job_id: str, token: str, outcome: Outcome, now: float) -> bool:
         """Write how a run ended; False (and nothing written) if the run is no longer current."""
+
+    def finish_many(self, reports: Sequence[Report], now: float) -> list[bool]:
+        """``finish`` for many runs in one transaction (a worker reports in batches);
+        one bool per report, in order."""
 
     # readers and control ------------------------------------------------------
     def get(self, job_id: str) -> Job | None:

@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS conveyor_meta (
 );
 
 CREATE TABLE IF NOT EXISTS conveyor_jobs (
-    seq              INTEGER PRIMARY KEY AUTOINCREMENT,  -- insertion order: FIFO tie-break
+    seq              INTEGER PRIMARY KEY,  -- insertion order (the rowid): FIFO tie-break
     id               TEXT NOT NULL UNIQUE,
     task             TEXT NOT NULL,
     queue            TEXT NOT NULL,
@@ -47,8 +47,6 @@ CREATE INDEX IF NOT EXISTS conveyor_jobs_lease
 -- Pruning of finished jobs.
 CREATE INDEX IF NOT EXISTS conveyor_jobs_expiry
     ON conveyor_jobs (expires_at) WHERE expires_at IS NOT NULL;
--- Listing by status.
-CREATE INDEX IF NOT EXISTS conveyor_jobs_status ON conveyor_jobs (status, queue);
 -- A key is unique among jobs that have not finished.
 CREATE UNIQUE INDEX IF NOT EXISTS conveyor_jobs_key
     ON conveyor_jobs (key) WHERE key IS NOT NULL AND status IN ('queued', 'running', 'waiting');

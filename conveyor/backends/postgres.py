@@ -1,0 +1,545 @@
+"""The multi-host store: one PostgreSQL database shared by workers on many machines.
+
+Semantics mirror the SQLite store exactly (same statuses, fencing tokens, key rule and
+outcomes); what PostgreSQL adds is how it scales:
+
+* claims are one ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)`` statement, served by
+  a partial index, so many workers claim batches at once without blocking each other;
+* idle workers ``LISTEN`` on channel ``conveyor_jobs``; a trigger notifies it whenever a job
+  becomes claimable, in the same transaction, so a wake-up never precedes the commit;
+* the leader holds a session-level advisory lock on a connection of its own; the server
+  drops it when that connection dies (or stays idle past the leader's ttl), handing over;
+* the schema is built by the versioned ``.sql`` migrations in ``sql/postgres/migrations``,
+  applied under a transaction-scoped advisory lock, so concurrent ``conveyor migrate`` runs
+  are safe; every statement lives in ``sql/postgres/queries.sql``.
+
+Connection-level failures raise :class:`~conveyor.errors.StoreUnavailable`, which the worker
+retries with back-off. See docs/postgres.md for the schema and docs/deployment.md for sizing.
+
+URL: ``postgresql://user:password@host:port/dbname?pool_max=10``. Query parameters
+``pool_min`` (default 1), ``pool_max`` (default 10) and ``pool_timeout`` (seconds to wait for a
+connection, default 10) size this process's pool; every other parameter goes to libpq.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import select
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from functools import cache
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .. import codec
+from ..errors import DuplicateJob, InvalidTransition, StoreError, StoreUnavailable
+from ..job import Job, NewJob, Priority
+from .base import JobQuery, Outcome, OutcomeKind, Report, Rescued, finish_params
+
+# One row decoder for every SQL store: the column lists are the same, so decoding is too.
+from .sqlite import _new_to_job, _row_to_job
+
+log = logging.getLogger("conveyor.postgres")
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+POOL_PARAMS = {"pool_min": 1, "pool_max": 10, "pool_timeout": 10.0}
+FINISH = {
+    OutcomeKind.SUCCEEDED: "finish_succeeded",
+    OutcomeKind.FAILED: "finish_failed",
+    OutcomeKind.RETRY: "finish_retry",
+    OutcomeKind.RELEASED: "finish_released",
+    OutcomeKind.DISCARDED: "finish_discarded",
+}
+_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_DUPLICATE_ID = re.compile(r"Key \(id\)=\((.*)\) already exists")
+_IDLE_SLICE = 0.05  # seconds a second thread in one process sleeps while another one listens
+
+
+def _sql_dir() -> Any:
+    return resources.files(__package__).joinpath("sql", "postgres")
+
+
+@cache
+def queries() -> dict[str, str]:
+    """The named statements of ``queries.sql``, read once: ``-- name: X`` opens block X."""
+    text = _sql_dir().joinpath("queries.sql").read_text()
+    parts = _NAME.split(text)
+    return {
+        name: "\n".join(line for line in body.strip().splitlines() if not line.startswith("--"))
+        for name, body in zip(parts[1::2], parts[2::2], strict=True)
+    }
+
+
+@cache
+def migrations() -> list[tuple[int, str, str]]:
+    """The schema migrations as (version, file name, SQL), oldest first: ``NNNN_what.sql``."""
+    found = []
+    for entry in _sql_dir().joinpath("migrations").iterdir():
+        match = re.fullmatch(r"(\d+)_\w+\.sql", entry.name)
+        if match:
+            found.append((int(match[1]), entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def split_url(url: str) -> tuple[str, dict[str, float]]:
+    """Separate conveyor's pool settings from the libpq URL; raises StoreError on a bad one."""
+    parts = urlsplit(url)
+    settings: dict[str, float] = dict(POOL_PARAMS)
+    rest = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in POOL_PARAMS:
+            try:
+                settings[name] = float(value)
+            except ValueError:
+                raise StoreError(f"bad {name}={value!r} in the store URL: give a number") from None
+        else:
+            rest.append((name, value))
+    if settings["pool_max"] < 1 or settings["pool_min"] < 0 or settings["pool_min"] > settings["pool_max"]:
+        raise StoreError(f"bad pool size in the store URL: need 0 <= pool_min <= pool_max, pool_max >= 1 ({url})")
+    return urlunsplit(parts._replace(query=urlencode(rest))), settings
+
+
+def _check_on_checkout(conn: Connection) -> None:
+    """Pool check: a pooled connection whose socket has something to read while idle was most
+    likely closed by the server (a restart, an admin kill); verify it with a round trip so the
+    pool replaces it instead of handing it out. Costs one ``select`` when all is well."""
+    if conn.closed:
+        raise psycopg.OperationalError("connection closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        ConnectionPool.check_connection(conn)
+
+
+class PostgresBackend:
+    """A job store in a PostgreSQL database: one table, ``conveyor_jobs``, and its indexes.
+
+    One instance per process: a connection pool for the store's steps, plus two connections
+    of its own opened on demand, one to LISTEN for wake-ups and one to hold the leader lock.
+    ``migrate``: create or upgrade the schema in ``setup``; False only checks it is current.
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        self.conninfo, settings = split_url(url)
+        self.pool_min = int(settings["pool_min"])
+        self.pool_max = int(settings["pool_max"])
+        self.pool_timeout = settings["pool_timeout"]
+        self.migrate_on_setup = migrate
+        parts = urlsplit(url)
+        self._where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
+        self._pool: ConnectionPool[Connection] | None = None
+        self._pid = os.getpid()
+        self._pool_lock = threading.Lock()
+        self._ready = False
+        self._lock_key = 0
+        self._listener: Connection | None = None
+        self._listen_lock = threading.Lock()
+        self._leader: Connection | None = None
+        self._leader_lock = threading.Lock()
+        self._leader_holds = False
+        self._leader_owner: str | None = None
+        self._leader_until = 0.0
+
+    def __repr__(self) -> str:
+        return f"<PostgresBackend {self._where}>"
+
+    # connections ---------------------------------------------------------------------
+    def _get_pool(self) -> ConnectionPool[Connection]:
+        if self._pool is not None and self._pid == os.getpid():
+            return self._pool
+        with self._pool_lock:
+            if self._pool is None or self._pid != os.getpid():
+                if self._pid != os.getpid():  # a forked child: the parent's sockets are not ours to use
+                    self._listener = self._leader = None
+                    self._leader_holds, self._leader_owner = False, None
+                    self._pid = os.getpid()
+                pool: ConnectionPool[Connection] = ConnectionPool(
+                    self.conninfo,
+                    min_size=self.pool_min,
+                    max_size=self.pool_max,
+                    timeout=self.pool_timeout,
+                    kwargs={"autocommit": True, "application_name": "conveyor"},
+                    check=_check_on_checkout,
+                    name="conveyor",
+                    open=False,
+                )
+                pool.open(wait=False)
+                self._pool = pool
+        return self._pool
+
+    def _connect(self) -> Connection:
+        """A connection outside the pool (listener, leader); autocommit."""
+        return psycopg.connect(self.conninfo, autocommit=True, application_name="conveyor", connect_timeout=5)
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Turn psycopg's errors into conveyor's: connection trouble is StoreUnavailable."""
+        try:
+            yield
+        except PoolTimeout as exc:
+            raise StoreUnavailable(
+                f"PostgreSQL at {self._where} unreachable ({what}): no connection within {self.pool_timeout} s"
+            ) from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"PostgreSQL at {self._where} unreachable ({what}): {exc}".strip()) from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL at {self._where} refused {what}: {exc}".strip()) from exc
+
+    @contextmanager
+    def _conn(self, what: str) -> Iterator[Connection]:
+        """A pooled autocommit connection, the schema set up first; errors mapped."""
+        if not self._ready:
+            self.setup(self.migrate_on_setup)
+        with self._errors(what), self._get_pool().connection() as conn:
+            yield conn
+
+    # schema ------------------------------------------------------------------------------
+    def setup(self, migrate: bool = True) -> None:
+        """Apply pending migrations (``migrate``), or check that none is pending; then remember
+        the leader lock's key. Safe to run from many processes and hosts at once."""
+        if migrate:
+            self.migrate()
+        else:
+            current, latest = self.schema_version(), migrations()[-1][0]
+            if current != latest:
+                raise StoreError(
+                    f"PostgreSQL at {self._where} has conveyor schema version {current}, this conveyor needs"
+                    f" {latest}: run `conveyor migrate --url ...`"
+                )
+        with self._errors("set-up"), self._get_pool().connection() as conn:
+            oid = conn.execute(queries()["jobs_table_oid"]).fetchone()
+        assert oid is not None
+        self._lock_key = int(oid[0]) & 0x7FFFFFFF
+        self._ready = True
+
+    def schema_version(self) -> int | None:
+        """The latest applied migration's version, or None for an empty database."""
+        q = queries()
+        with self._errors("reading the schema version"), self._get_pool().connection() as conn:
+            exists = conn.execute(q["migrations_table_exists"]).fetchone()
+            if not exists or not exists[0]:
+                return None
+            row = conn.execute(q["schema_version"]).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def migrate(self) -> list[str]:
+        """Apply the migrations not yet applied, each with its record, in one transaction under
+        an advisory lock: a second concurrent run waits, then finds nothing to do. Returns the
+        file names applied. Raises StoreError if the database is newer than this conveyor."""
+        known = migrations()
+        latest = known[-1][0]
+        current = self.schema_version()
+        if current is not None and current > latest:
+            raise StoreError(
+                f"PostgreSQL at {self._where} has conveyor schema version {current}; this conveyor knows"
+                f" up to {latest}: upgrade conveyor"
+            )
+        if current == latest:
+            return []
+        q = queries()
+        applied: list[str] = []
+        with self._errors("migrating"), self._get_pool().connection() as conn, conn.transaction():
+            conn.execute(q["migrate_lock"])
+            conn.execute(q["create_migrations_table"])
+            done = {row[0] for row in conn.execute(q["migrations_applied"])}
+            for version, name, sql in known:
+                if version not in done:
+                    conn.execute(sql.encode())  # several statements, no parameters
+                    conn.execute(q["record_migration"], {"version": version, "name": name})
+                    applied.append(name)
+        if applied:
+            log.info("migrated PostgreSQL at %s: %s", self._where, ", ".join(applied))
+        return applied
+
+    def close(self) -> None:
+        """Close the pool and the listener and leader connections (which releases the lock).
+        The store reopens on next use."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.close()
+        self._close_listener()
+        with self._leader_lock:
+            self._drop_leader()
+
+    # producers ---------------------------------------------------------------------------
+    def enqueue(self, jobs: Sequence[NewJob], now: float, connection: Any = None) -> list[Job]:
+        """Insert the jobs in one transaction. With ``connection`` (a psycopg.Connection to this
+        database) they are written in the caller's transaction instead, under a savepoint, and
+        exist only if that transaction commits; workers are woken at that commit."""
+        if not jobs:
+            return []
+        if connection is not None:
+            return self._enqueue_in(connection, jobs, now)
+        with self._conn("enqueue") as conn, conn.transaction():
+            return self._insert(conn, jobs, now)
+
+    def _enqueue_in(self, conn: Any, jobs: Sequence[NewJob], now: float) -> list[Job]:
+        if not isinstance(conn, psycopg.Connection):
+            raise TypeError(
+                f"connection= must be a psycopg.Connection (sync, psycopg 3) to the store's database, got {conn!r}"
+            )
+        if not self._ready:
+            self.setup(self.migrate_on_setup)
+        q = queries()
+        status = conn.info.transaction_status
+        with self._errors("enqueue in the caller's transaction"):
+            if status is TransactionStatus.INERROR:
+                raise StoreError("connection= is in a failed transaction: roll it back before enqueuing")
+            if status is TransactionStatus.IDLE and conn.autocommit:
+                # Nothing to join: an autocommit connection commits the jobs at once.
+                with conn.transaction():
+                    return self._insert(conn, jobs, now)
+            conn.execute(q["savepoint"])  # begins the caller's transaction if none is open yet
+            try:
+                stored = self._insert(conn, jobs, now)
+            except BaseException:
+                with suppress(psycopg.Error):
+                    conn.execute(q["rollback_to_savepoint"])
+                    conn.execute(q["release_savepoint"])
+                raise
+            conn.execute(q["release_savepoint"])
+            return stored
+
+    def _insert(self, conn: Any, jobs: Sequence[NewJob], now: float) -> list[Job]:
+        """The inserts, pipelined; a key held by an unfinished job yields that job instead."""
+        q = queries()
+        params = [
+            {
+                "id": new.id, "task": new.task, "queue": new.queue, "priority": new.priority,
+                "args": codec.dumps(new.args), "kwargs": codec.dumps(new.kwargs), "now": now,
+                "scheduled_at": new.scheduled_at, "max_retries": new.max_retries, "timeout": new.timeout,
+                "key": new.key, "result_ttl": new.result_ttl,
+                "stages": None if new.stages is None else codec.dumps(new.stages),
+            }
+            for new in jobs
+        ]  # fmt: skip
+        inserted: list[bool] = []
+        with conn.cursor(row_factory=tuple_row) as cur:
+            try:
+                cur.executemany(q["insert"], params, returning=True)
+            except pg_errors.UniqueViolation as exc:
+                raise self._duplicate(exc, jobs) from exc
+            while True:
+                inserted.append(cur.fetchone() is not None)
+                if not cur.nextset():
+                    break
+            stored: list[Job] = []
+            for new, param, was_inserted in zip(jobs, params, inserted, strict=True):
+                if was_inserted:
+                    stored.append(_new_to_job(new, now))
+                    continue
+                # The key is held: return the holder. If it finished in between, insert after all.
+                while True:
+                    row = cur.execute(q["find_unfinished_by_key"], {"key": new.key}).fetchone()
+                    if row is not None:
+                        stored.append(_row_to_job(row))
+                        break
+                    try:
+                        if cur.execute(q["insert"], param).fetchone() is not None:
+                            stored.append(_new_to_job(new, now))
+                            break
+                    except pg_errors.UniqueViolation as exc:
+                        raise self._duplicate(exc, jobs) from exc
+        return stored
+
+    @staticmethod
+    def _duplicate(exc: pg_errors.UniqueViolation, jobs: Sequence[NewJob]) -> DuplicateJob:
+        match = _DUPLICATE_ID.search(exc.diag.message_detail or "")
+        return DuplicateJob(match[1] if match else jobs[0].id)
+
+    # workers -----------------------------------------------------------------------------
+    def claim(self, queues: Sequence[str], worker_id: str, limit: int, lease: float, now: float) -> list[Job]:
+        if limit < 1 or not queues:
+            return []
+        params = {"queues": list(queues), "worker_id": worker_id, "limit": limit, "now": now, "until": now + lease}
+        with self._conn("claim") as conn:
+            rows = conn.execute(queries()["claim"], params).fetchall()
+        rows.sort(key=lambda row: (-row[4], row[9], row[0]))  # priority, due time, insertion
+        return [_row_to_job(row[1:]) for row in rows]
+
+    def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """LISTEN for a notification naming one of ``queues``, or until the next queued job of
+        them falls due, or ``timeout``. Never raises: with the database away it sleeps the
+        timeout out (the slow poll), and listens again once it is back."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        try:
+            with self._conn("finding the next due job") as conn:
+                row = conn.execute(
+                    queries()["next_due"], {"queues": list(queues), "priorities": [int(p) for p in Priority]}
+                ).fetchone()
+            if row is not None and row[0] is not None:
+                deadline = min(deadline, time.monotonic() + max(0.0, row[0] - time.time()))
+        except StoreError as exc:
+            log.debug("wait_for_work: %s", exc)
+        if not self._listen_lock.acquire(blocking=False):
+            time.sleep(max(0.0, min(_IDLE_SLICE, deadline - time.monotonic())))  # another thread listens
+            return
+        try:
+            self._listen(set(queues), deadline)
+        finally:
+            self._listen_lock.release()
+
+    def _listen(self, wanted: set[str], deadline: float) -> None:
+        try:
+            if self._listener is None or self._listener.closed or self._pid != os.getpid():
+                self._listener = self._connect()
+                self._listener.execute(queries()["listen"])
+            listener = self._listener
+            while (remaining := deadline - time.monotonic()) > 0:
+                for note in listener.notifies(timeout=remaining, stop_after=1):
+                    if note.payload in wanted:
+                        return
+        except psycopg.Error as exc:
+            log.warning("LISTEN on PostgreSQL at %s failed (%s); polling until it is back", self._where, exc)
+            self._close_listener()
+            time.sleep(max(0.0, deadline - time.monotonic()))
+
+    def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and self._pid == os.getpid():
+            with suppress(Exception):
+                listener.close()
+
+    def heartbeat(self, worker_id: str, tokens: Sequence[str], lease: float, now: float) -> set[str]:
+        if not tokens:
+            return set()
+        params = {"until": now + lease, "worker_id": worker_id, "tokens": list(tokens)}
+        with self._conn("heartbeat") as conn:
+            kept = {row[0] for row in conn.execute(queries()["extend_leases"], params)}
+        return set(tokens) - kept
+
+    def progress(self, job_id: str, token: str, percent: float, message: str) -> bool:
+        """Record progress; False if the run is no longer current. Progress is a hint: while the
+        database is away it is dropped (logged) and the run goes on, reported as current."""
+        params = {"percent": percent, "message": message, "id": job_id, "token": token}
+        try:
+            with self._conn("progress") as conn:
+                return conn.execute(queries()["progress"], params).rowcount == 1
+        except StoreUnavailable as exc:
+            log.warning("job %s: progress not recorded: %s", job_id, exc)
+            return True
+
+    def finish(self, job_id: str, token: str, outcome: Outcome, now: float) -> bool:
+        return self.finish_many([Report(job_id, token, outcome)], now)[0]
+
+    def finish_many(self, reports: Sequence[Report], now: float) -> list[bool]:
+        q = queries()
+        with self._conn("finish") as conn, conn.transaction(), conn.pipeline():
+            cursors = [conn.execute(q[FINISH[r.outcome.kind]], finish_params(r, now)) for r in reports]
+        return [cur.rowcount == 1 for cur in cursors]
+
+    # readers and control -------------------------------------------------------------------
+    def get(self, job_id: str) -> Job | None:
+        with self._conn("get") as conn:
+            row = conn.execute(queries()["get"], {"id": job_id}).fetchone()
+        return None if row is None else _row_to_job(row)
+
+    def list_jobs(self, query: JobQuery) -> list[Job]:
+        params = {
+            "queue": query.queue, "status": query.status, "task": query.task, "due_before": query.due_before,
+            "due_after": query.due_after, "limit": query.limit, "offset": query.offset,
+        }  # fmt: skip
+        with self._conn("list jobs") as conn:
+            rows = conn.execute(queries()["list_jobs"], params).fetchall()
+        return [_row_to_job(row) for row in rows]
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        with self._conn("counts") as conn:
+            rows = conn.execute(queries()["counts"]).fetchall()
+        return {(queue, status): int(n) for queue, status, n in rows}
+
+    def cancel(self, job_id: str, now: float) -> Job | None:
+        with self._conn("cancel") as conn:
+            conn.execute(queries()["cancel"], {"id": job_id, "now": now})
+            row = conn.execute(queries()["get"], {"id": job_id}).fetchone()
+        return None if row is None else _row_to_job(row)
+
+    def requeue(self, job_id: str, now: float, reset: bool = False) -> Job | None:
+        q = queries()
+        with self._conn("requeue") as conn:
+            try:
+                with conn.transaction():
+                    if conn.execute(q["requeue"], {"id": job_id, "now": now}).rowcount and reset:
+                        conn.execute(q["reset"], {"id": job_id})
+            except pg_errors.UniqueViolation as exc:
+                raise InvalidTransition(f"job {job_id}: another unfinished job holds its key") from exc
+            row = conn.execute(q["get"], {"id": job_id}).fetchone()
+        return None if row is None else _row_to_job(row)
+
+    # leader duties ---------------------------------------------------------------------------
+    def acquire_leader(self, worker_id: str, ttl: float, now: float) -> bool:
+        """Take or keep the leader lock: a session advisory lock on a connection of its own.
+        Each call also sets that session's ``idle_session_timeout`` to ``ttl``, so a leader that
+        stops renewing (hung, partitioned, stopped) loses the lock to the server within ttl, as
+        one that dies does at once. Within one process, the lock passes between workers like
+        the SQLite lock row: to another worker only once the holder's ttl has run out.
+        Raises StoreUnavailable when the server cannot be reached (leadership is then lost)."""
+        if not self._ready:
+            self.setup(self.migrate_on_setup)
+        q = queries()
+        with self._leader_lock:
+            if self._leader_owner not in (None, worker_id) and now <= self._leader_until:
+                return False
+            for attempt in (1, 2):  # a second try on a fresh connection if the old one died
+                try:
+                    if self._leader is None or self._leader.closed or self._pid != os.getpid():
+                        self._leader, self._leader_holds = self._connect(), False
+                    if not self._leader_holds:
+                        row = self._leader.execute(q["leader_try_lock"], {"key": self._lock_key}).fetchone()
+                        self._leader_holds = bool(row and row[0])
+                    if self._leader_holds:
+                        self._leader.execute(q["leader_keepalive"], {"ms": str(max(1, int(ttl * 1000)))})
+                    break
+                except psycopg.Error as exc:
+                    if self._leader_holds:
+                        log.warning("leader connection to PostgreSQL at %s lost: %s", self._where, exc)
+                    self._drop_leader()
+                    if attempt == 2:
+                        raise StoreUnavailable(f"PostgreSQL at {self._where} unreachable (leader lock): {exc}") from exc
+            if not self._leader_holds:
+                self._leader_owner = None
+                return False
+            self._leader_owner, self._leader_until = worker_id, now + ttl
+            return True
+
+    def _drop_leader(self) -> None:
+        """Close the leader connection: the server releases the lock with the session."""
+        leader, self._leader = self._leader, None
+        self._leader_holds, self._leader_owner = False, None
+        if leader is not None and self._pid == os.getpid():
+            with suppress(Exception):
+                leader.close()
+
+    def rescue(self, now: float, abort_margin: float) -> Rescued:
+        q = queries()
+        params = {"now": now, "margin": abort_margin}
+        with self._conn("rescue") as conn, conn.transaction():
+            aborted = [row[0] for row in conn.execute(q["abort_overdue_retry"], params)]
+            aborted += [row[0] for row in conn.execute(q["abort_overdue_fail"], params)]
+            requeued = [row[0] for row in conn.execute(q["rescue_expired"], {"now": now})]
+        return Rescued(requeued=requeued, aborted=aborted)
+
+    def prune(self, now: float, finished_before: float | None = None) -> int:
+        with self._conn("prune") as conn:
+            if finished_before is not None:
+                return conn.execute(queries()["prune_before"], {"before": finished_before}).rowcount
+            return conn.execute(queries()["prune_expired"], {"now": now}).rowcount
+
+    def destroy_all(self) -> None:
+        with self._conn("destroy all") as conn:
+            conn.execute(queries()["destroy_all"])
+        with self._leader_lock:
+            self._drop_leader()

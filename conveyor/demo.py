@@ -1,0 +1,327 @@
+"""``conveyor demo``: the whole life of a batch of jobs, on a temporary SQLite file, in a few seconds.
+
+It enqueues a few hundred jobs of the tasks in ``conveyor.demo_tasks`` in one
+atomic batch, starts ``conveyor worker -p 2`` (a supervisor with two worker
+processes) on the same file, follows the store with a live progress bar,
+stops the workers with SIGTERM (graceful) and prints what ran, retried and
+failed. No server is needed: the store is the file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from . import demo_tasks as tasks
+from .app import App
+from .job import Job, Priority, Status
+from .task import Signature
+
+PROCESSES = 2  #: worker processes under the supervisor
+CONCURRENCY = 4  #: jobs at once per worker process
+REMINDER_DELAY = 4.0  #: seconds the delayed jobs wait before they fall due
+FINISH_WITHIN = 60.0  #: give up (and report it) if the jobs have not finished by then...
+PER_JOB = 0.05  #: ...plus this many seconds per job
+STOP_WITHIN = 20.0  #: seconds the workers get to stop after SIGTERM
+POLL = 0.1  #: seconds between reads of the store for the live display
+
+REPORTS = ("q3-sales", "churn-by-region", "inventory-aging")
+CURRENCIES = ("EUR", "GBP", "JPY", "CHF", "SEK", "NOK")
+CSV_FILES = ("customers.csv", "orders-corrupt.csv", "products.csv", "refunds-corrupt.csv", "suppliers.csv")
+CHARGES = 5
+REMINDERS = ("ada", "grace", "linus")
+SPECIALS = len(REPORTS) + len(CURRENCIES) + len(CSV_FILES) + CHARGES + len(REMINDERS)
+
+
+@dataclass
+class _Snapshot:
+    """What the store says, read once per refresh of the display."""
+
+    counts: dict[str, int]
+    scheduled: int
+    reports: list[Job]
+
+    @property
+    def finished(self) -> int:
+        return sum(self.counts.get(s.value, 0) for s in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED))
+
+
+def run_demo(count: int, keep: bool, console: Console) -> int:
+    """Run the demo with about ``count`` jobs; keep the SQLite file if ``keep``. Returns an exit code."""
+    workdir = Path(tempfile.mkdtemp(prefix="conveyor-demo-"))
+    app = App(f"sqlite:///{workdir / 'demo.db'}", lease=tasks.app.lease)
+    try:
+        return _Demo(app, max(count, SPECIALS), workdir, console).run()
+    finally:
+        app.close()
+        if keep:
+            console.print(f"\nkept the store: [bold]{app.url}[/bold]  (worker log: {workdir / 'workers.log'})")
+            console.print(f"  try: [cyan]conveyor jobs --url {app.url} --status failed[/cyan]")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+class _Demo:
+    """One run of the demo: enqueue, start workers, watch, stop, summarise."""
+
+    def __init__(self, app: App, total: int, workdir: Path, console: Console) -> None:
+        self.app = app
+        self.total = total
+        self.workdir = workdir
+        self.console = console
+        self.log_path = workdir / "workers.log"
+        self.started = time.monotonic()
+
+    def run(self) -> int:
+        console = self.console
+        console.print(f"[bold]conveyor demo[/bold]: {self.total} jobs, {PROCESSES} worker processes x "
+                      f"{CONCURRENCY} threads, store {self.app.url}")  # fmt: skip
+        enqueued_at = time.monotonic()
+        self.app.enqueue_many(self._batch())
+        console.print(f"enqueued {self.total} jobs in one transaction in "
+                      f"{(time.monotonic() - enqueued_at) * 1000:.0f} ms")  # fmt: skip
+        with self.log_path.open("wb") as log:
+            workers = self._start_workers(log)
+            try:
+                finished = self._watch(workers)
+            except KeyboardInterrupt:
+                console.print("[yellow]interrupted[/yellow]: stopping the workers (SIGTERM)")
+                self._stop(workers)
+                return 130
+            stopped_in = self._stop(workers)
+        if stopped_in is None:
+            console.print(f"[red]the workers did not stop within {STOP_WITHIN:.0f} s of SIGTERM; killed them[/red]")
+        else:
+            console.print(f"workers stopped gracefully (SIGTERM) in {stopped_in:.1f} s, exit code {workers.returncode}")
+        if not finished:
+            self._show_log_tail()
+            return 1
+        return self._summary()
+
+    # the jobs ------------------------------------------------------------------------
+    def _batch(self) -> list[Signature]:
+        """Reports first (their progress shows while the bulk runs), flaky and failing jobs
+        spread through the bulk, the delayed reminders, and the high-priority charges last."""
+        bulk: list[Signature] = [
+            tasks.resize_image.s(n, width=320 + 16 * (n % 5)) for n in range(self.total - SPECIALS)
+        ]
+        extra = [tasks.fetch_rates.s(c) for c in CURRENCIES] + [tasks.import_csv.s(f) for f in CSV_FILES]
+        step = max(1, len(bulk) // (len(extra) + 1))
+        for i, signature in enumerate(extra):
+            bulk.insert((i + 1) * step + i, signature)
+        return [
+            *(tasks.build_report.s(name, pages=8 + 2 * i) for i, name in enumerate(REPORTS)),
+            *bulk,
+            *(tasks.send_reminder.options(delay=REMINDER_DELAY).s(user) for user in REMINDERS),
+            *(tasks.charge_card.s(1000 + i, cents=1999 + 500 * i) for i in range(CHARGES)),
+        ]
+
+    # the workers -----------------------------------------------------------------------
+    def _start_workers(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        """``conveyor worker conveyor.demo_tasks:app -p 2``, logging to a file; a session of its own,
+        so a Ctrl-C in the terminal reaches only the demo, which then stops the workers itself."""
+        command = [sys.executable, "-m", "conveyor", "worker", "conveyor.demo_tasks:app",
+                   "-p", str(PROCESSES), "-c", str(CONCURRENCY), "--poll", "0.5", "--url", self.app.url]  # fmt: skip
+        env = {**os.environ, "CONVEYOR_URL": self.app.url}
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def _stop(self, workers: subprocess.Popen[bytes]) -> float | None:
+        """SIGTERM: the supervisor asks each worker to finish its jobs and exit. Returns the seconds
+        it took, or None if it had to be killed."""
+        if workers.poll() is not None:
+            return 0.0
+        begun = time.monotonic()
+        workers.send_signal(signal.SIGTERM)
+        try:
+            workers.wait(STOP_WITHIN)
+        except subprocess.TimeoutExpired:
+            os.killpg(workers.pid, signal.SIGKILL)
+            workers.wait()
+            return None
+        return time.monotonic() - begun
+
+    # watching --------------------------------------------------------------------------
+    def _snapshot(self) -> _Snapshot:
+        return _Snapshot(
+            counts=self.app.stats().get("all", {}),
+            scheduled=len(self.app.jobs(status=Status.SCHEDULED, limit=self.total)),
+            reports=self.app.jobs(task=tasks.REPORT, limit=len(REPORTS)),
+        )
+
+    def _watch(self, workers: subprocess.Popen[bytes]) -> bool:
+        """Show a live progress bar until every job has finished; False if that did not happen."""
+        progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]jobs finished"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=self.console,
+        )  # fmt: skip
+        bar = progress.add_task("jobs", total=self.total)
+        try:
+            with Live(console=self.console, refresh_per_second=12, transient=False) as live:
+                return self._follow(workers, live, progress, bar)
+        finally:
+            if not self.console.is_interactive:
+                self.console.line()  # rich leaves the last line open when the output is not a terminal
+
+    def _follow(self, workers: subprocess.Popen[bytes], live: Live, progress: Progress, bar: TaskID) -> bool:
+        """Read the store every POLL seconds and redraw; True once every job has finished."""
+        limit = FINISH_WITHIN + PER_JOB * self.total
+        deadline = time.monotonic() + limit
+        while True:
+            snapshot = self._snapshot()
+            progress.update(bar, completed=snapshot.finished)
+            live.update(Group(progress, _status_line(snapshot), *_report_lines(snapshot)))
+            if snapshot.finished >= self.total:
+                return True
+            if workers.poll() is not None:
+                self.console.print(f"[red]the worker supervisor exited early, code {workers.returncode}[/red]")
+                return False
+            if time.monotonic() > deadline:
+                self.console.print(f"[red]not finished after {limit:.0f} s[/red]")
+                return False
+            time.sleep(POLL)
+
+    def _show_log_tail(self) -> None:
+        lines = self.log_path.read_text(errors="replace").splitlines()[-20:]
+        self.console.print("[bold]last lines of the worker log:[/bold]")
+        for line in lines:
+            self.console.print(Text(line))
+
+    # the summary -----------------------------------------------------------------------
+    def _summary(self) -> int:
+        jobs = self.app.jobs(limit=self.total + 100)
+        by_task: dict[str, list[Job]] = {}
+        for job in reversed(jobs):  # oldest first: the order they were enqueued in
+            by_task.setdefault(job.task, []).append(job)
+        table = Table("task", "jobs", "succeeded", "retried", "failed", "runs", "avg time", title="what ran")
+        for name, group in by_task.items():
+            table.add_row(_short(name), *_row(group))
+        table.add_row("total", *_row(jobs), style="bold", end_section=True)
+        self.console.print(table)
+
+        for job in (j for j in jobs if j.status is Status.FAILED):
+            error = f"{job.error.type}: {job.error.message}" if job.error else "?"
+            self.console.print(f"[red]failed[/red] {_short(job.task)}({', '.join(map(repr, job.args))}) "
+                               f"after {job.attempts} runs: {error}")  # fmt: skip
+        self._notes(by_task)
+        wall = time.monotonic() - self.started
+        self.console.print(f"[bold]{len(jobs)} jobs in {wall:.1f} s[/bold] ({len(jobs) / wall:.0f} jobs/s overall, "
+                           "including worker start-up, the delayed jobs' wait and the graceful stop)")  # fmt: skip
+
+        expected_failures = sum("corrupt" in name for name in CSV_FILES)
+        failed = [j for j in jobs if j.status is not Status.SUCCEEDED]
+        ok = (
+            len(jobs) == self.total and len(failed) == expected_failures and all(j.task == tasks.IMPORT for j in failed)
+        )
+        if not ok:
+            self.console.print(f"[red]unexpected outcome: {len(jobs)} of {self.total} jobs found, "
+                               f"{len(failed)} not succeeded (expected {expected_failures})[/red]")  # fmt: skip
+            return 1
+        return 0
+
+    def _notes(self, by_task: dict[str, list[Job]]) -> None:
+        """One line per behaviour the demo set out to show, proven from the stored records."""
+        say = self.console.print
+        normal = [j for j in by_task.get(tasks.RESIZE, []) if j.started_at is not None]
+        for job in by_task.get(tasks.CHARGE, [])[:1]:
+            charges = by_task[tasks.CHARGE]
+            last_start = max(j.started_at or 0.0 for j in charges)
+            ahead = sum(1 for j in normal if (j.started_at or 0.0) > last_start)
+            say(f"[bold]priority[/bold]: the {len(charges)} {_short(job.task)} jobs (priority "
+                f"{Priority(job.priority).name}) were enqueued last, yet started ahead of {ahead} of the "
+                f"{len(normal)} resize_image jobs (priority NORMAL) enqueued before them")  # fmt: skip
+        reminders = by_task.get(tasks.REMIND, [])
+        waits = [j.started_at - j.created_at for j in reminders if j.started_at is not None]
+        if waits:
+            say(f"[bold]delay[/bold]: {len(reminders)} send_reminder jobs enqueued with delay={REMINDER_DELAY:g} s "
+                f"were held back until due, and started {min(waits):.2f}-{max(waits):.2f} s after enqueue "
+                "(jobs due earlier go first)")  # fmt: skip
+        retried = [j for j in by_task.get(tasks.FETCH, []) if j.retries]
+        if retried:
+            say(f"[bold]retry[/bold]: {len(retried)} fetch_rates jobs raised ConnectionError on their first run "
+                f"and succeeded when retried after a back-off (max_retries=3)")  # fmt: skip
+        reports = by_task.get(tasks.REPORT, [])
+        if reports:
+            say(f"[bold]progress[/bold]: build_report reported progress as it ran; last message: "
+                f"{reports[-1].progress_message!r}")  # fmt: skip
+        processes = Counter(_pid(j.worker_id) for group in by_task.values() for j in group)
+        share = ", ".join(f"pid {pid}: {n}" for pid, n in sorted(processes.items()))
+        say(f"[bold]workers[/bold]: jobs per worker process: {share}")
+
+
+def _short(task: str) -> str:
+    return task.rsplit(".", 1)[-1]
+
+
+def _pid(worker_id: str | None) -> str:
+    """The process id in a worker id of the form host:pid:suffix."""
+    parts = (worker_id or "").split(":")
+    return parts[1] if len(parts) == 3 else "?"
+
+
+def _row(group: list[Job]) -> list[str]:
+    """jobs, succeeded, retried, failed, runs, avg time."""
+    times = [j.elapsed for j in group if j.elapsed is not None]
+    average = f"{1000 * sum(times) / len(times):.0f} ms" if times else "-"
+    return [
+        str(len(group)),
+        str(sum(j.status is Status.SUCCEEDED for j in group)),
+        str(sum(j.retries > 0 for j in group)),
+        _red(sum(j.status is Status.FAILED for j in group)),
+        str(sum(j.attempts for j in group)),
+        average,
+    ]
+
+
+def _red(n: int) -> str:
+    return f"[red]{n}[/red]" if n else "0"
+
+
+def _status_line(snapshot: _Snapshot) -> Text:
+    counts = dict(snapshot.counts)
+    due = counts.get(Status.QUEUED.value, 0) - snapshot.scheduled
+    parts = [
+        ("queued", due, "white"),
+        ("scheduled", snapshot.scheduled, "magenta"),
+        ("running", counts.get(Status.RUNNING.value, 0), "cyan"),
+        ("succeeded", counts.get(Status.SUCCEEDED.value, 0), "green"),
+        ("failed", counts.get(Status.FAILED.value, 0), "red"),
+    ]
+    line = Text("  ")
+    for i, (name, n, colour) in enumerate(parts):
+        if i:
+            line.append(" · ", style="dim")
+        line.append(f"{name} {n}", style=colour)
+    return line
+
+
+def _report_lines(snapshot: _Snapshot) -> list[Text]:
+    lines = []
+    for job in reversed(snapshot.reports):  # oldest first
+        message = job.progress_message or "waiting for a worker"
+        lines.append(
+            Text(f"  build_report {job.progress:>3.0f}%  {message}", style="dim" if job.status.finished else "")
+        )
+    return lines

@@ -1,0 +1,80 @@
+"""The tasks that ``conveyor demo`` runs: a small, importable app for the demo's worker processes.
+
+Worker processes import this module as ``conveyor.demo_tasks:app``; the app
+reads its store from $CONVEYOR_URL (the demo passes a temporary SQLite file).
+Each task shows one behaviour: plain work, progress reports, a retry that
+mends a transient failure, a failure that no retry mends, a high-priority
+job and a delayed one.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from .app import App
+from .context import current_job
+from .job import Priority
+
+app = App(lease=10.0)
+
+#: Task names, for the demo's summary (module.qualname, as ``@app.task`` names them).
+RESIZE = "conveyor.demo_tasks.resize_image"
+REPORT = "conveyor.demo_tasks.build_report"
+FETCH = "conveyor.demo_tasks.fetch_rates"
+IMPORT = "conveyor.demo_tasks.import_csv"
+CHARGE = "conveyor.demo_tasks.charge_card"
+REMIND = "conveyor.demo_tasks.send_reminder"
+
+REPORT_STEPS = ("loading rows", "joining tables", "aggregating", "rendering charts", "writing PDF")
+
+
+@app.task
+def resize_image(image_id: int, width: int = 320) -> dict[str, int]:
+    """Plain short work: the bulk of the demo's jobs."""
+    time.sleep(random.uniform(0.05, 0.2))
+    return {"image": image_id, "width": width, "height": width * 3 // 4}
+
+
+@app.task(timeout=30)
+def build_report(name: str, pages: int) -> str:
+    """A longer job that reports its progress (percent and a message) as it goes."""
+    job = current_job()
+    steps = len(REPORT_STEPS) * 2
+    for step in range(steps):
+        what = REPORT_STEPS[step * len(REPORT_STEPS) // steps]
+        job.progress(100 * step / steps, f"{name}: {what} ({step + 1}/{steps})")
+        time.sleep(0.25)
+    job.progress(100, f"{name}: done, {pages} pages")
+    return f"{name}.pdf"
+
+
+@app.task(max_retries=3, backoff=0.5)
+def fetch_rates(currency: str) -> float:
+    """Fails on its first run (a flaky upstream), then succeeds when retried after a back-off."""
+    if current_job().job.retries == 0:
+        raise ConnectionError(f"rates service timed out for {currency}")
+    time.sleep(0.05)
+    return round(random.uniform(0.5, 1.5), 4)
+
+
+@app.task(max_retries=1, backoff=0.3)
+def import_csv(filename: str) -> int:
+    """Fails for a malformed file: retried once (max_retries=1 allows 2 runs), then failed for good."""
+    time.sleep(0.05)
+    if "corrupt" in filename:
+        raise ValueError(f"{filename}: line 17 has 4 fields, expected 6")
+    return random.randint(100, 1000)
+
+
+@app.task(priority=Priority.HIGH)
+def charge_card(order_id: int, cents: int) -> str:
+    """High priority: enqueued last, it still runs ahead of the bulk."""
+    time.sleep(0.05)
+    return f"charged order {order_id}: {cents / 100:.2f} EUR"
+
+
+@app.task
+def send_reminder(user: str) -> str:
+    """Enqueued with a delay: it is scheduled, and runs only once it falls due."""
+    return f"reminded {user}"
