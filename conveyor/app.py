@@ -202,11 +202,12 @@ class App:
         """
         backend = self.backend
         ran = 0
+        names = list(queues or ())
         while True:
-            names = list(queues) if queues else sorted({q for q, _ in backend.counts()})
-            if not names:
-                return ran
-            jobs = backend.claim(names, "inline", 1, self.lease, self.clock())
+            jobs = backend.claim(names, "inline", 1, self.lease, self.clock()) if names else []
+            if not jobs and not queues:  # a task may have enqueued into a queue not seen yet
+                names = sorted({queue for queue, _ in backend.counts()})
+                jobs = backend.claim(names, "inline", 1, self.lease, self.clock()) if names else []
             if not jobs:
                 return ran
             job = jobs[0]

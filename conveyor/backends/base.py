@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 import msgspec
 
-from .. import codec
 from ..job import Job, JobError, NewJob
 
 
@@ -47,20 +46,6 @@ class Report(msgspec.Struct, frozen=True):
     job_id: str
     token: str
     outcome: Outcome
-
-
-def finish_params(report: Report, now: float) -> dict[str, Any]:
-    """The named parameters of a backend's finish statement for one report (shared by the SQL stores)."""
-    outcome = report.outcome
-    return {
-        "id": report.job_id,
-        "token": report.token,
-        "now": now,
-        "retry_at": outcome.retry_at,
-        "exit_code": outcome.exit_code,
-        "result": codec.dumps(outcome.result) if outcome.kind is OutcomeKind.SUCCEEDED else None,
-        "error": codec.dumps(outcome.error) if outcome.error else None,
-    }
 
 
 class JobQuery(msgspec.Struct, kw_only=True):

@@ -45,10 +45,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from .. import codec
 from ..errors import DuplicateJob, InvalidTransition, StoreError, StoreUnavailable
 from ..job import Job, NewJob, Priority
-from .base import JobQuery, Outcome, OutcomeKind, Report, Rescued, finish_params
-
-# One row decoder for every SQL store: the column lists are the same, so decoding is too.
-from .sqlite import _new_to_job, _row_to_job
+from .base import JobQuery, Outcome, OutcomeKind, Report, Rescued
+from .rows import finish_params, new_job_record, row_to_job
 
 log = logging.getLogger("conveyor.postgres")
 
@@ -339,17 +337,17 @@ class PostgresBackend:
             stored: list[Job] = []
             for new, param, was_inserted in zip(jobs, params, inserted, strict=True):
                 if was_inserted:
-                    stored.append(_new_to_job(new, now))
+                    stored.append(new_job_record(new, now))
                     continue
                 # The key is held: return the holder. If it finished in between, insert after all.
                 while True:
                     row = cur.execute(q["find_unfinished_by_key"], {"key": new.key}).fetchone()
                     if row is not None:
-                        stored.append(_row_to_job(row))
+                        stored.append(row_to_job(row))
                         break
                     try:
                         if cur.execute(q["insert"], param).fetchone() is not None:
-                            stored.append(_new_to_job(new, now))
+                            stored.append(new_job_record(new, now))
                             break
                     except pg_errors.UniqueViolation as exc:
                         raise self._duplicate(exc, jobs) from exc
@@ -368,7 +366,7 @@ class PostgresBackend:
         with self._conn("claim") as conn:
             rows = conn.execute(queries()["claim"], params).fetchall()
         rows.sort(key=lambda row: (-row[4], row[9], row[0]))  # priority, due time, insertion
-        return [_row_to_job(row[1:]) for row in rows]
+        return [row_to_job(row[1:]) for row in rows]
 
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """LISTEN for a notification naming one of ``queues``, or until the next queued job of
@@ -445,7 +443,7 @@ class PostgresBackend:
     def get(self, job_id: str) -> Job | None:
         with self._conn("get") as conn:
             row = conn.execute(queries()["get"], {"id": job_id}).fetchone()
-        return None if row is None else _row_to_job(row)
+        return None if row is None else row_to_job(row)
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
         params = {
@@ -454,7 +452,7 @@ class PostgresBackend:
         }  # fmt: skip
         with self._conn("list jobs") as conn:
             rows = conn.execute(queries()["list_jobs"], params).fetchall()
-        return [_row_to_job(row) for row in rows]
+        return [row_to_job(row) for row in rows]
 
     def counts(self) -> dict[tuple[str, str], int]:
         with self._conn("counts") as conn:
@@ -465,7 +463,7 @@ class PostgresBackend:
         with self._conn("cancel") as conn:
             conn.execute(queries()["cancel"], {"id": job_id, "now": now})
             row = conn.execute(queries()["get"], {"id": job_id}).fetchone()
-        return None if row is None else _row_to_job(row)
+        return None if row is None else row_to_job(row)
 
     def requeue(self, job_id: str, now: float, reset: bool = False) -> Job | None:
         q = queries()
@@ -477,7 +475,7 @@ class PostgresBackend:
             except pg_errors.UniqueViolation as exc:
                 raise InvalidTransition(f"job {job_id}: another unfinished job holds its key") from exc
             row = conn.execute(q["get"], {"id": job_id}).fetchone()
-        return None if row is None else _row_to_job(row)
+        return None if row is None else row_to_job(row)
 
     # leader duties ---------------------------------------------------------------------------
     def acquire_leader(self, worker_id: str, ttl: float, now: float) -> bool:

@@ -1,7 +1,8 @@
 """The embedded default store: one SQLite file in WAL mode, shared by every local process.
 
 Writers serialise on SQLite's write lock (``BEGIN IMMEDIATE``), so a claim is
-atomic across processes and a job is never handed out twice. Each thread
+atomic across processes and a job is never handed out twice; conveyor's own
+writers queue for it on an flock of ``<file>.lock`` first. Each thread
 gets its own connection. Idle workers watch ``PRAGMA data_version``, which
 changes whenever another connection commits, instead of sleeping out a poll.
 """
@@ -22,25 +23,20 @@ try:
 except ImportError:  # Windows: writers rely on SQLite's busy timeout alone
     fcntl = None  # type: ignore[assignment]
 
-from .. import codec
 from ..errors import DuplicateJob, InvalidTransition, StoreError
-from ..job import Job, JobError, NewJob, Status
-from .base import JobQuery, Outcome, OutcomeKind, Report, Rescued, finish_params
+from ..job import Job, NewJob
+from .base import JobQuery, Outcome, OutcomeKind, Report, Rescued
+from .rows import COLUMNS, INSERT_COLUMNS, finish_params, insert_row, new_job_record, row_to_job
 
-COLUMNS = (
-    "id, task, queue, priority, args, kwargs, status, created_at, scheduled_at, started_at,"
-    " finished_at, attempts, retries, max_retries, timeout, result, error, exit_code, progress,"
-    " progress_message, worker_id, token, lease_expires_at, key, result_ttl, expires_at, stage,"
-    " stages, results"
-)
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
 UNFINISHED = "('queued', 'running', 'waiting')"
 ORDER = "priority DESC, scheduled_at, seq"
 
-INSERT = (
-    "INSERT INTO conveyor_jobs (id, task, queue, priority, args, kwargs, status, created_at,"
-    " scheduled_at, max_retries, timeout, key, result_ttl, stages)"
-    " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)"
-)
+INSERT = f"INSERT INTO conveyor_jobs (status, {INSERT_COLUMNS}) VALUES ('queued', {_placeholders(13)})"
 FIND_UNFINISHED_BY_KEY = f"SELECT {COLUMNS} FROM conveyor_jobs WHERE key = ? AND status IN {UNFINISHED}"
 CANDIDATES = (
     "SELECT seq FROM conveyor_jobs WHERE status = 'queued' AND queue IN ({queues})"
@@ -143,45 +139,6 @@ def _open_lock_file(path: str) -> BinaryIO | None:
         return open(path, "ab")  # held for the connection's life
     except OSError:
         return None  # a read-only directory: fall back to SQLite's own busy waiting
-
-
-def _placeholders(n: int) -> str:
-    return ", ".join("?" * n)
-
-
-def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
-    (id_, task, queue, priority, args, kwargs, status, created_at, scheduled_at, started_at,
-     finished_at, attempts, retries, max_retries, timeout, result, error, exit_code, progress,
-     progress_message, worker_id, token, lease_expires_at, key, result_ttl, expires_at, stage,
-     stages, results) = row  # fmt: skip
-    return Job(
-        id=id_, task=task, queue=queue, priority=priority, args=codec.loads(args),
-        kwargs=codec.loads(kwargs), status=Status(status), created_at=created_at,
-        scheduled_at=scheduled_at, started_at=started_at, finished_at=finished_at,
-        attempts=attempts, retries=retries, max_retries=max_retries, timeout=timeout,
-        result=codec.loads(result), error=JobError(**codec.loads(error)) if error else None,
-        exit_code=exit_code, progress=progress, progress_message=progress_message,
-        worker_id=worker_id, token=token, lease_expires_at=lease_expires_at, key=key,
-        result_ttl=result_ttl, expires_at=expires_at, stage=stage, stages=codec.loads(stages),
-        results=codec.loads(results),
-    )  # fmt: skip
-
-
-def _insert_row(new: NewJob, now: float) -> tuple[Any, ...]:
-    return (
-        new.id, new.task, new.queue, new.priority, codec.dumps(new.args), codec.dumps(new.kwargs),
-        now, new.scheduled_at, new.max_retries, new.timeout, new.key, new.result_ttl,
-        None if new.stages is None else codec.dumps(new.stages),
-    )  # fmt: skip
-
-
-def _new_to_job(new: NewJob, now: float) -> Job:
-    return Job(
-        id=new.id, task=new.task, queue=new.queue, priority=new.priority, args=new.args,
-        kwargs=new.kwargs, status=Status.QUEUED, created_at=now, scheduled_at=new.scheduled_at,
-        max_retries=new.max_retries, timeout=new.timeout, key=new.key,
-        result_ttl=new.result_ttl, stages=new.stages,
-    )  # fmt: skip
 
 
 class SQLiteBackend:
@@ -309,25 +266,25 @@ class SQLiteBackend:
         if all(new.key is None for new in jobs):
             conn.execute("SAVEPOINT conveyor_bulk")
             try:
-                conn.executemany(INSERT, [_insert_row(new, now) for new in jobs])
+                conn.executemany(INSERT, [insert_row(new, now) for new in jobs])
             except sqlite3.IntegrityError:
                 conn.execute("ROLLBACK TO SAVEPOINT conveyor_bulk")  # find the taken id below
             else:
                 conn.execute("RELEASE SAVEPOINT conveyor_bulk")
-                return [_new_to_job(new, now) for new in jobs]
+                return [new_job_record(new, now) for new in jobs]
             conn.execute("RELEASE SAVEPOINT conveyor_bulk")
         stored: list[Job] = []
         for new in jobs:
             if new.key is not None:
                 existing = conn.execute(FIND_UNFINISHED_BY_KEY, (new.key,)).fetchone()
                 if existing is not None:
-                    stored.append(_row_to_job(existing))
+                    stored.append(row_to_job(existing))
                     continue
             try:
-                conn.execute(INSERT, _insert_row(new, now))
+                conn.execute(INSERT, insert_row(new, now))
             except sqlite3.IntegrityError as exc:
                 raise DuplicateJob(new.id) from exc
-            stored.append(_new_to_job(new, now))
+            stored.append(new_job_record(new, now))
         return stored
 
     # workers ---------------------------------------------------------------------
@@ -342,7 +299,7 @@ class SQLiteBackend:
             rows = conn.execute(
                 CLAIM.format(candidates=candidates), (worker_id, now, now + lease, *queues, now, limit)
             ).fetchall()
-        jobs = [_row_to_job(row) for row in rows]
+        jobs = [row_to_job(row) for row in rows]
         jobs.sort(key=lambda j: (-j.priority, j.scheduled_at))
         return jobs
 
@@ -384,7 +341,7 @@ class SQLiteBackend:
     # readers and control -----------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
         row = self._conn().execute(f"SELECT {COLUMNS} FROM conveyor_jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else _row_to_job(row)
+        return None if row is None else row_to_job(row)
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
         where: list[str] = []
@@ -404,7 +361,7 @@ class SQLiteBackend:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ? OFFSET ?"
         rows = self._conn().execute(sql, (*params, query.limit, query.offset)).fetchall()
-        return [_row_to_job(row) for row in rows]
+        return [row_to_job(row) for row in rows]
 
     def counts(self) -> dict[tuple[str, str], int]:
         rows = self._conn().execute("SELECT queue, status, count(*) FROM conveyor_jobs GROUP BY queue, status")
