@@ -1,0 +1,127 @@
+"""The database goes away mid-drain and comes back: nothing is lost, nothing runs twice.
+
+Three worker processes (each with its own connection pool, as separate hosts would have)
+drain a queue while the PostgreSQL server is restarted under them. Afterwards every job has
+succeeded and every task body ran exactly once.
+
+This restarts the server, so it runs only where the test may: set CONVEYOR_TEST_PG_RESTART to
+the command (default, when ``pg_ctlcluster`` exists and the server is local:
+``pg_ctlcluster --skip-systemctl-redirect <version> main restart``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import POSTGRES_ADMIN_URL
+
+from conveyor import App, Status
+from conveyor.errors import StoreError
+
+pytestmark = pytest.mark.slow
+
+JOBS = 240
+APP = textwrap.dedent(
+    """
+    import os
+    import time
+
+    from conveyor import App
+
+    app = App(os.environ["CONVEYOR_URL"], lease=3.0)
+
+
+    @app.task(name="record")
+    def record(i):
+        time.sleep(0.03)
+        fd = os.open(os.environ["OUTAGE_LOG"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(fd, f"{i} {os.getpid()}\\n".encode())
+        os.close(fd)
+        return i
+    """
+)
+
+
+def _restart_command() -> list[str] | None:
+    given = os.environ.get("CONVEYOR_TEST_PG_RESTART")
+    if given:
+        return shlex.split(given)
+    local = "127.0.0.1" in POSTGRES_ADMIN_URL or "localhost" in POSTGRES_ADMIN_URL
+    if shutil.which("pg_ctlcluster") is None or not local:
+        return None
+    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    if not versions:
+        return None
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"]
+
+
+def _counts(app: App) -> dict[str, int]:
+    """Job counts by status, riding out the moments the server is away."""
+    for _ in range(100):
+        try:
+            return app.stats().get("all", {})
+        except StoreError:
+            time.sleep(0.2)
+    raise AssertionError("the store did not come back")
+
+
+def test_a_server_restart_during_a_drain_loses_nothing_and_runs_nothing_twice(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    restart = _restart_command()
+    if restart is None:
+        pytest.skip("no way to restart the PostgreSQL server here: set CONVEYOR_TEST_PG_RESTART")
+    (tmp_path / "outage_app.py").write_text(APP)
+    log = tmp_path / "ran.txt"
+    env = {**os.environ, "CONVEYOR_URL": postgres_url, "OUTAGE_LOG": str(log), "PYTHONUNBUFFERED": "1"}
+    app = App(postgres_url, lease=3.0)
+    app.backend.destroy_all()
+
+    @app.task(name="record")
+    def record(i: int) -> int: ...
+
+    app.enqueue_many([record.s(i) for i in range(JOBS)])
+    workers = []
+    for n in range(3):
+        out = open(tmp_path / f"worker-{n}.log", "wb")  # noqa: SIM115 - closed below
+        cmd = [sys.executable, "-m", "conveyor", "worker", "outage_app:app", "-c", "4", "--poll", "0.5"]
+        workers.append((subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT), out))
+    try:
+        deadline = time.monotonic() + 60
+        while _counts(app).get("succeeded", 0) < JOBS // 4:
+            assert time.monotonic() < deadline, "the workers did not start draining"
+            time.sleep(0.05)
+        subprocess.run(restart, check=True, capture_output=True, timeout=60)  # the outage
+        deadline = time.monotonic() + 120
+        while _counts(app).get("succeeded", 0) < JOBS:
+            assert time.monotonic() < deadline, f"not drained after the restart: {_counts(app)}"
+            time.sleep(0.2)
+        # Every job succeeded, once; every task body ran exactly once.
+        ran = Counter(line.split()[0] for line in log.read_text().splitlines())
+        assert sorted(ran, key=int) == [str(i) for i in range(JOBS)]
+        assert [i for i, n in ran.items() if n > 1] == [], "ran twice after the restart"
+        jobs = app.jobs(limit=JOBS + 10)
+        assert len(jobs) == JOBS and {job.status for job in jobs} == {Status.SUCCEEDED}
+        assert sorted(job.result for job in jobs) == list(range(JOBS))
+        logs = "".join((tmp_path / f"worker-{n}.log").read_text(errors="replace") for n in range(3))
+        assert "unreachable" in logs, "the outage went unnoticed: was the server really restarted?"
+    finally:
+        for proc, _ in workers:
+            proc.send_signal(signal.SIGTERM)
+        for proc, out in workers:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            out.close()
+        app.close()

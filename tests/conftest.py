@@ -1,0 +1,152 @@
+"""Shared fixtures: a real SQLite file per test, real worker threads, and (for the suites that
+test every store) a throwaway PostgreSQL database per session.
+
+PostgreSQL: ``$CONVEYOR_TEST_POSTGRES_URL`` (default postgresql://postgres@127.0.0.1:5432/test)
+names a database the tests may connect to; a throwaway database is created next to it for the
+session and dropped at its end. An unreachable server skips the PostgreSQL tests with a loud
+reason, except when ``CI=true``, where it fails them: CI must test every store."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from conveyor import App, Worker
+
+LEASE = 1.0  # short, so lease-driven behaviour (heartbeats, rescues) happens within a test
+POSTGRES_ADMIN_URL = os.environ.get("CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _unavailable(reason: str) -> None:
+    """Skip loudly on a developer machine; fail on CI, where every store must be tested."""
+    message = f"PostgreSQL NOT TESTED: {reason} (set CONVEYOR_TEST_POSTGRES_URL to a reachable server)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL of a throwaway database created for this test session (dropped at its end)."""
+    try:
+        import psycopg
+    except ImportError:
+        _unavailable("psycopg is not installed: pip install -e '.[postgres]'")
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        _unavailable(f"cannot connect to {POSTGRES_ADMIN_URL}: {str(exc).strip()}")
+    name = f"conveyor_conf_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(POSTGRES_ADMIN_URL, name)
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """Where this test's store lives."""
+    return tmp_path / "conveyor.db"
+
+
+@pytest.fixture
+def url(db_path: Path) -> str:
+    """The store URL of this test (an absolute path: sqlite:////...)."""
+    return f"sqlite:///{db_path}"
+
+
+@pytest.fixture
+def app(url: str) -> Iterator[App]:
+    """An app on this test's store, with a short lease."""
+    application = App(url, lease=LEASE)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def count_rows(db_path: Path) -> Callable[[], int]:
+    """Count the jobs in the store with a plain sqlite3 connection (0 if the file was never made)."""
+
+    def count() -> int:
+        if not db_path.exists():
+            return 0
+        with sqlite3.connect(db_path) as conn:
+            try:
+                return int(conn.execute("SELECT count(*) FROM conveyor_jobs").fetchone()[0])
+            except sqlite3.OperationalError:  # no schema yet
+                return 0
+
+    return count
+
+
+def _wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., Any]:
+    """``wait_for(predicate, timeout=10, what="...")``: poll until truthy, else fail the test."""
+    return _wait_for
+
+
+class WorkerThread:
+    """A Worker running on a background thread of this process."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.thread = threading.Thread(target=worker.run, name=f"test-worker-{worker.id}", daemon=True)
+
+    def start(self) -> WorkerThread:
+        self.thread.start()
+        return self
+
+    def stop(self, hurry: bool = False, timeout: float = 15.0) -> None:
+        self.worker.stop(hurry=hurry)
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "worker thread did not stop"
+
+
+@pytest.fixture
+def start_worker(app: App) -> Iterator[Callable[..., WorkerThread]]:
+    """``start_worker(queues=("default",), concurrency=2, **options)``: a running in-thread Worker,
+    stopped (and checked to have stopped) when the test ends."""
+    started: list[WorkerThread] = []
+
+    def start(
+        queues: Sequence[str] = ("default",), concurrency: int = 2, *, on: App | None = None, **options: Any
+    ) -> WorkerThread:
+        options.setdefault("poll", 0.05)
+        options.setdefault("grace", 1.0)
+        runner = WorkerThread(Worker(on or app, list(queues), concurrency=concurrency, **options)).start()
+        started.append(runner)
+        return runner
+
+    yield start
+    for runner in started:
+        runner.worker.stop()
+    for runner in started:
+        runner.stop()
