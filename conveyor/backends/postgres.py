@@ -120,6 +120,24 @@ def _check_on_checkout(conn: Connection) -> None:
         ConnectionPool.check_connection(conn)
 
 
+def _columns_of(jobs: Sequence[NewJob], now: float) -> dict[str, Any]:
+    """The parameters of ``insert_many``: one array per column."""
+    return {
+        "now": now,
+        "ids": [new.id for new in jobs],
+        "tasks": [new.task for new in jobs],
+        "queues": [new.queue for new in jobs],
+        "priorities": [new.priority for new in jobs],
+        "args": [codec.dumps(new.args) for new in jobs],
+        "kwargs": [codec.dumps(new.kwargs) for new in jobs],
+        "scheduled_at": [new.scheduled_at for new in jobs],
+        "max_retries": [new.max_retries for new in jobs],
+        "timeouts": [new.timeout for new in jobs],
+        "result_ttls": [new.result_ttl for new in jobs],
+        "stages": [None if new.stages is None else codec.dumps(new.stages) for new in jobs],
+    }
+
+
 class PostgresBackend:
     """A job store in a PostgreSQL database: one table, ``conveyor_jobs``, and its indexes.
 
@@ -203,6 +221,14 @@ class PostgresBackend:
         with self._errors(what), self._get_pool().connection() as conn:
             yield conn
 
+    @contextmanager
+    def _worker_step(self, what: str) -> Iterator[Connection]:
+        """A pipelined transaction for a worker's own bookkeeping, committed without waiting
+        for the WAL flush (see ``no_commit_wait`` in queries.sql for why that is safe)."""
+        with self._conn(what) as conn, conn.pipeline(), conn.transaction():
+            conn.execute(queries()["no_commit_wait"])
+            yield conn
+
     # schema ------------------------------------------------------------------------------
     def setup(self, migrate: bool = True) -> None:
         """Apply pending migrations (``migrate``), or check that none is pending; then remember
@@ -281,6 +307,9 @@ class PostgresBackend:
             return []
         if connection is not None:
             return self._enqueue_in(connection, jobs, now)
+        if len(jobs) == 1:  # one statement, committed on its own: one round trip
+            with self._conn("enqueue") as conn:
+                return self._insert(conn, jobs, now)
         with self._conn("enqueue") as conn, conn.transaction():
             return self._insert(conn, jobs, now)
 
@@ -312,8 +341,15 @@ class PostgresBackend:
             return stored
 
     def _insert(self, conn: Any, jobs: Sequence[NewJob], now: float) -> list[Job]:
-        """The inserts, pipelined; a key held by an unfinished job yields that job instead."""
+        """The inserts: one statement for a batch without keys, else pipelined row by row,
+        where a key held by an unfinished job yields that job instead."""
         q = queries()
+        if len(jobs) > 1 and all(new.key is None for new in jobs):
+            try:
+                conn.execute(q["insert_many"], _columns_of(jobs, now))
+            except pg_errors.UniqueViolation as exc:
+                raise self._duplicate(exc, jobs) from exc
+            return [new_job_record(new, now) for new in jobs]
         params = [
             {
                 "id": new.id, "task": new.task, "queue": new.queue, "priority": new.priority,
@@ -324,16 +360,17 @@ class PostgresBackend:
             }
             for new in jobs
         ]  # fmt: skip
-        inserted: list[bool] = []
         with conn.cursor(row_factory=tuple_row) as cur:
             try:
-                cur.executemany(q["insert"], params, returning=True)
+                if len(params) == 1:  # a plain round trip: no pipeline to set up and sync
+                    inserted = [cur.execute(q["insert"], params[0]).fetchone() is not None]
+                else:
+                    cur.executemany(q["insert"], params, returning=True)
+                    inserted = [cur.fetchone() is not None]
+                    while cur.nextset():
+                        inserted.append(cur.fetchone() is not None)
             except pg_errors.UniqueViolation as exc:
                 raise self._duplicate(exc, jobs) from exc
-            while True:
-                inserted.append(cur.fetchone() is not None)
-                if not cur.nextset():
-                    break
             stored: list[Job] = []
             for new, param, was_inserted in zip(jobs, params, inserted, strict=True):
                 if was_inserted:
@@ -363,7 +400,7 @@ class PostgresBackend:
         if limit < 1 or not queues:
             return []
         params = {"queues": list(queues), "worker_id": worker_id, "limit": limit, "now": now, "until": now + lease}
-        with self._conn("claim") as conn:
+        with self._worker_step("claim") as conn:
             rows = conn.execute(queries()["claim"], params).fetchall()
         rows.sort(key=lambda row: (-row[4], row[9], row[0]))  # priority, due time, insertion
         return [row_to_job(row[1:]) for row in rows]
@@ -415,8 +452,8 @@ class PostgresBackend:
         if not tokens:
             return set()
         params = {"until": now + lease, "worker_id": worker_id, "tokens": list(tokens)}
-        with self._conn("heartbeat") as conn:
-            kept = {row[0] for row in conn.execute(queries()["extend_leases"], params)}
+        with self._worker_step("heartbeat") as conn:
+            kept = {row[0] for row in conn.execute(queries()["extend_leases"], params).fetchall()}
         return set(tokens) - kept
 
     def progress(self, job_id: str, token: str, percent: float, message: str) -> bool:
@@ -435,7 +472,7 @@ class PostgresBackend:
 
     def finish_many(self, reports: Sequence[Report], now: float) -> list[bool]:
         q = queries()
-        with self._conn("finish") as conn, conn.transaction(), conn.pipeline():
+        with self._worker_step("finish") as conn:
             cursors = [conn.execute(q[FINISH[r.outcome.kind]], finish_params(r, now)) for r in reports]
         return [cur.rowcount == 1 for cur in cursors]
 

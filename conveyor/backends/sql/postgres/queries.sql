@@ -37,6 +37,27 @@ VALUES (%(id)s, %(task)s, %(queue)s, %(priority)s, %(args)s::json, %(kwargs)s::j
 ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('queued', 'running', 'waiting') DO NOTHING
 RETURNING seq;
 
+-- name: insert_many
+-- Jobs without a key, all in one statement: one row per element of the parallel arrays, in
+-- order (so seq, the FIFO tie-break, follows the batch). A taken id raises.
+INSERT INTO conveyor_jobs (id, task, queue, priority, args, kwargs, status, created_at, scheduled_at,
+                           max_retries, timeout, result_ttl, stages)
+SELECT id, task, queue, priority, args::json, kwargs::json, 'queued', %(now)s, scheduled_at,
+       max_retries, timeout, result_ttl, stages::json
+FROM unnest(%(ids)s::text[], %(tasks)s::text[], %(queues)s::text[], %(priorities)s::int[],
+            %(args)s::text[], %(kwargs)s::text[], %(scheduled_at)s::float8[], %(max_retries)s::int[],
+            %(timeouts)s::float8[], %(result_ttls)s::float8[], %(stages)s::text[])
+     WITH ORDINALITY AS t(id, task, queue, priority, args, kwargs, scheduled_at, max_retries, timeout,
+                          result_ttl, stages, n)
+ORDER BY n;
+
+-- name: no_commit_wait
+-- For a worker's own bookkeeping (claims, outcomes, leases): commit without waiting for the WAL
+-- flush. A server crash can lose the last such commits: a claim or an outcome lost that way
+-- makes the job run again once its lease runs out, which at-least-once allows. Enqueues and
+-- control calls keep the server's synchronous_commit.
+SET LOCAL synchronous_commit = off;
+
 -- name: find_unfinished_by_key
 SELECT id, task, queue, priority, args::text, kwargs::text, status, created_at, scheduled_at, started_at,
        finished_at, attempts, retries, max_retries, timeout, result::text, error::text, exit_code, progress,

@@ -75,9 +75,20 @@ BEGIN
 END;
 $$;
 
+-- Inserts notify once per statement and queue (a bulk enqueue of 10,000 jobs calls this once);
+-- updates once per row, but only rows that become queued reach the function (claims, the
+-- common update, are filtered out by the WHEN clause without a call).
+CREATE FUNCTION conveyor_notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('conveyor_jobs', q.queue)
+    FROM (SELECT DISTINCT queue FROM inserted WHERE status = 'queued') AS q;
+    RETURN NULL;
+END;
+$$;
+
 CREATE TRIGGER conveyor_jobs_notify_insert
-    AFTER INSERT ON conveyor_jobs
-    FOR EACH ROW WHEN (NEW.status = 'queued') EXECUTE FUNCTION conveyor_notify();
+    AFTER INSERT ON conveyor_jobs REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION conveyor_notify_inserted();
 CREATE TRIGGER conveyor_jobs_notify_update
     AFTER UPDATE OF status ON conveyor_jobs
     FOR EACH ROW WHEN (NEW.status = 'queued' AND OLD.status <> 'queued') EXECUTE FUNCTION conveyor_notify();
