@@ -37,7 +37,7 @@ log = logging.getLogger("conveyor.worker")
 EXIT_STUCK = 75  #: a supervised child exits with this when an abandoned sync task will not let go of its thread
 TICK = 0.05  #: seconds between monitor passes (time-out checks)
 STOP_CHECK = 0.25  #: longest idle wait before the claim loop looks at a stop request again
-BATCH_WAIT = 0.005  #: how long a free slot may wait for others to free before a claim
+BATCH_WAIT = 0.001  #: how long a free slot may wait for others to free before a claim
 REPORT_BATCH = 256  #: most outcomes written in one transaction
 MAX_BACKOFF = 2.0  #: longest pause between retries against an unreachable store
 
@@ -94,6 +94,7 @@ class Worker:
 
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
+        self._claiming = threading.Lock()  # held while a claim is in flight and its jobs start
         self._slot_free = threading.Event()
         self._stopping = threading.Event()
         self._hurry = threading.Event()
@@ -123,7 +124,7 @@ class Worker:
                 if free <= 0:
                     continue
                 try:
-                    jobs = self.backend.claim(self.queues, self.id, free, self.lease, self.clock())
+                    jobs = self._claim(free)
                     failures = 0
                 except StoreUnavailable as exc:
                     failures += 1
@@ -137,9 +138,6 @@ class Worker:
                     continue
                 if not jobs:
                     self.backend.wait_for_work(self.queues, min(self.poll, STOP_CHECK))
-                    continue
-                for job in jobs:
-                    self._start(job)
         finally:
             self._shut_down(helpers)
 
@@ -170,6 +168,17 @@ class Worker:
         return 0
 
     # starting a job ---------------------------------------------------------------
+    def _claim(self, free: int) -> list[Job]:
+        """Claim up to ``free`` jobs and start them. Under ``_claiming``, so that whoever holds
+        that lock knows every job this worker has claimed is in ``_runs`` (see ``_check_stuck``)."""
+        with self._claiming:
+            if self._stopping.is_set():
+                return []
+            jobs = self.backend.claim(self.queues, self.id, free, self.lease, self.clock())
+            for job in jobs:
+                self._start(job)
+            return jobs
+
     def _start(self, job: Job) -> None:
         task = self.app.tasks.get(job.task)
         assert job.token is not None
@@ -317,7 +326,9 @@ class Worker:
         if stuck:
             log.error("job %s was %s and its sync task is still running; replacing this process",
                       stuck[0].job.id, stuck[0].abandoned)  # fmt: skip
-            self._hand_back_all()
+            self.stop(hurry=True)
+            with self._claiming:  # no claim in flight: a job claimed now would be lost with us
+                self._hand_back_all()
             os._exit(EXIT_STUCK)
 
     # stopping ---------------------------------------------------------------------

@@ -120,6 +120,11 @@ def _check_on_checkout(conn: Connection) -> None:
         ConnectionPool.check_connection(conn)
 
 
+def _worker_session(conn: Connection) -> None:
+    """Configure a worker-pool session (see ``worker_session`` in queries.sql)."""
+    conn.execute(queries()["worker_session"].encode())  # two statements, no parameters
+
+
 def _columns_of(jobs: Sequence[NewJob], now: float) -> dict[str, Any]:
     """The parameters of ``insert_many``: one array per column."""
     return {
@@ -156,6 +161,7 @@ class PostgresBackend:
         parts = urlsplit(url)
         self._where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
         self._pool: ConnectionPool[Connection] | None = None
+        self._worker_pool: ConnectionPool[Connection] | None = None  #: claims, outcomes, leases
         self._pid = os.getpid()
         self._pool_lock = threading.Lock()
         self._ready = False
@@ -173,27 +179,48 @@ class PostgresBackend:
 
     # connections ---------------------------------------------------------------------
     def _get_pool(self) -> ConnectionPool[Connection]:
+        """The pool for enqueues, reads and control: commits wait for the WAL flush."""
         if self._pool is not None and self._pid == os.getpid():
             return self._pool
         with self._pool_lock:
-            if self._pool is None or self._pid != os.getpid():
-                if self._pid != os.getpid():  # a forked child: the parent's sockets are not ours to use
-                    self._listener = self._leader = None
-                    self._leader_holds, self._leader_owner = False, None
-                    self._pid = os.getpid()
-                pool: ConnectionPool[Connection] = ConnectionPool(
-                    self.conninfo,
-                    min_size=self.pool_min,
-                    max_size=self.pool_max,
-                    timeout=self.pool_timeout,
-                    kwargs={"autocommit": True, "application_name": "conveyor"},
-                    check=_check_on_checkout,
-                    name="conveyor",
-                    open=False,
-                )
-                pool.open(wait=False)
-                self._pool = pool
+            self._forget_parent()
+            if self._pool is None:
+                self._pool = self._new_pool("conveyor", self.pool_min, None)
         return self._pool
+
+    def _get_worker_pool(self) -> ConnectionPool[Connection]:
+        """The pool for a worker's own bookkeeping (claims, outcomes, leases), whose sessions
+        commit without waiting for the WAL flush (see ``worker_session`` in queries.sql). A
+        process that only enqueues never opens it."""
+        if self._worker_pool is not None and self._pid == os.getpid():
+            return self._worker_pool
+        with self._pool_lock:
+            self._forget_parent()
+            if self._worker_pool is None:
+                self._worker_pool = self._new_pool("conveyor-worker", 1, _worker_session)
+        return self._worker_pool
+
+    def _new_pool(self, name: str, min_size: int, configure: Any) -> ConnectionPool[Connection]:
+        pool: ConnectionPool[Connection] = ConnectionPool(
+            self.conninfo,
+            min_size=min_size,
+            max_size=self.pool_max,
+            timeout=self.pool_timeout,
+            kwargs={"autocommit": True, "application_name": name},
+            configure=configure,
+            check=_check_on_checkout,
+            name=name,
+            open=False,
+        )
+        pool.open(wait=False)
+        return pool
+
+    def _forget_parent(self) -> None:
+        """In a forked child, drop the parent's connections: their sockets are not ours to use."""
+        if self._pid != os.getpid():
+            self._pool = self._worker_pool = self._listener = self._leader = None
+            self._leader_holds, self._leader_owner = False, None
+            self._pid = os.getpid()
 
     def _connect(self) -> Connection:
         """A connection outside the pool (listener, leader); autocommit."""
@@ -223,10 +250,10 @@ class PostgresBackend:
 
     @contextmanager
     def _worker_step(self, what: str) -> Iterator[Connection]:
-        """A pipelined transaction for a worker's own bookkeeping, committed without waiting
-        for the WAL flush (see ``no_commit_wait`` in queries.sql for why that is safe)."""
-        with self._conn(what) as conn, conn.pipeline(), conn.transaction():
-            conn.execute(queries()["no_commit_wait"])
+        """A connection of the worker pool (autocommit, no wait for the WAL flush); errors mapped."""
+        if not self._ready:
+            self.setup(self.migrate_on_setup)
+        with self._errors(what), self._get_worker_pool().connection() as conn:
             yield conn
 
     # schema ------------------------------------------------------------------------------
@@ -291,9 +318,10 @@ class PostgresBackend:
         """Close the pool and the listener and leader connections (which releases the lock).
         The store reopens on next use."""
         with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None and self._pid == os.getpid():
-            pool.close()
+            pools, self._pool, self._worker_pool = [self._pool, self._worker_pool], None, None
+        for pool in pools:
+            if pool is not None and self._pid == os.getpid():
+                pool.close()
         self._close_listener()
         with self._leader_lock:
             self._drop_leader()
@@ -461,7 +489,7 @@ class PostgresBackend:
         database is away it is dropped (logged) and the run goes on, reported as current."""
         params = {"percent": percent, "message": message, "id": job_id, "token": token}
         try:
-            with self._conn("progress") as conn:
+            with self._worker_step("progress") as conn:
                 return conn.execute(queries()["progress"], params).rowcount == 1
         except StoreUnavailable as exc:
             log.warning("job %s: progress not recorded: %s", job_id, exc)
@@ -471,10 +499,26 @@ class PostgresBackend:
         return self.finish_many([Report(job_id, token, outcome)], now)[0]
 
     def finish_many(self, reports: Sequence[Report], now: float) -> list[bool]:
+        """Successes, the common case, in one statement; any other outcome in one of its own.
+        Each report is atomic on its own: no report depends on another of the batch."""
         q = queries()
+        done: dict[int, bool] = {}
+        succeeded = [i for i, r in enumerate(reports) if r.outcome.kind is OutcomeKind.SUCCEEDED]
         with self._worker_step("finish") as conn:
-            cursors = [conn.execute(q[FINISH[r.outcome.kind]], finish_params(r, now)) for r in reports]
-        return [cur.rowcount == 1 for cur in cursors]
+            if succeeded:
+                batch = [reports[i] for i in succeeded]
+                params = {
+                    "now": now,
+                    "ids": [r.job_id for r in batch],
+                    "tokens": [r.token for r in batch],
+                    "results": [codec.dumps(r.outcome.result) for r in batch],
+                }
+                written = {row[0] for row in conn.execute(q["finish_succeeded_many"], params).fetchall()}
+                done.update((i, reports[i].token in written) for i in succeeded)
+            for i, report in enumerate(reports):
+                if i not in done:
+                    done[i] = conn.execute(q[FINISH[report.outcome.kind]], finish_params(report, now)).rowcount == 1
+        return [done[i] for i in range(len(reports))]
 
     # readers and control -------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
