@@ -369,6 +369,16 @@ def report(conv: Result, huey: Result, args: argparse.Namespace) -> None:
     )
 
 
+def print_rounds(runs: dict[str, list[Result]]) -> None:
+    """One line per system and round, for a --repeat run."""
+    for name, rounds in runs.items():
+        for i, r in enumerate(rounds):
+            print(
+                f"{name} round {i + 1}: single {r.single:,.0f}/s  bulk {r.bulk:,.0f}/s  drain {r.drain:,.0f}/s  "
+                f"p50 {pct(r.latencies, 50) * 1000:.2f} ms  p99 {pct(r.latencies, 99) * 1000:.2f} ms"
+            )
+
+
 def combine(rounds: list[Result]) -> Result:
     """The median of each rate over the rounds; latency samples pooled."""
     return Result(
@@ -423,12 +433,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {name: combine(rs) for name, rs in runs.items()}
     if args.repeat > 1:
-        for name, rs in runs.items():
-            for i, r in enumerate(rs):
-                print(
-                    f"{name} round {i + 1}: single {r.single:,.0f}/s  bulk {r.bulk:,.0f}/s  drain {r.drain:,.0f}/s  "
-                    f"p50 {pct(r.latencies, 50) * 1000:.2f} ms  p99 {pct(r.latencies, 99) * 1000:.2f} ms"
-                )
+        print_rounds(runs)
     if args.only:
         r = results[args.only]
         lat = r.latencies

@@ -8,6 +8,7 @@ reason, except when ``CI=true``, where it fails them: CI must test every store."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -50,8 +51,18 @@ def postgres_url() -> Iterator[str]:
         admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.Error as exc:
         _unavailable(f"cannot connect to {POSTGRES_ADMIN_URL}: {str(exc).strip()}")
-    name = f"conveyor_conf_{uuid.uuid4().hex[:12]}"
-    with admin:
+    admin.close()
+    with throwaway_database("conveyor_conf") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def throwaway_database(prefix: str) -> Iterator[str]:
+    """A new, empty database next to POSTGRES_ADMIN_URL's, dropped afterwards; yields its URL."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
         yield with_database(POSTGRES_ADMIN_URL, name)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ from conveyor.errors import StoreError
 
 psycopg = pytest.importorskip("psycopg")
 
-from conftest import POSTGRES_ADMIN_URL, with_database  # noqa: E402
+from conftest import throwaway_database  # noqa: E402
 
 from conveyor.backends.postgres import PostgresBackend, migrations, queries  # noqa: E402
 
@@ -26,14 +25,8 @@ CLAIM_PLAN_ROWS = 1_000_000
 @pytest.fixture
 def empty_database(postgres_url: str) -> Iterator[str]:
     """A database of its own, with no schema: for migration tests."""
-    name = f"conveyor_mig_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(POSTGRES_ADMIN_URL, name)
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database("conveyor_mig") as url:
+        yield url
 
 
 def test_migrate_is_idempotent_and_safe_from_many_processes_at_once(empty_database: str) -> None:
@@ -99,6 +92,20 @@ def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _plan_nodes(child)
 
 
+def _assert_claim_plan_is_an_index_probe(explained: Any, limit: int) -> None:
+    """An index scan of conveyor_jobs_claim reading at most ~limit rows per queue; no sequential
+    scan of conveyor_jobs; a few hundred blocks touched at most."""
+    plan = (explained if isinstance(explained, list) else json.loads(explained))[0]["Plan"]
+    nodes = list(_plan_nodes(plan))
+    scans = [n for n in nodes if n.get("Relation Name") == "conveyor_jobs" and "Scan" in n["Node Type"]]
+    assert all(n["Node Type"] != "Seq Scan" for n in scans), json.dumps(plan, indent=1)
+    claim_scans = [n for n in scans if n.get("Index Name") == "conveyor_jobs_claim"]
+    assert claim_scans, json.dumps(plan, indent=1)
+    for scan in claim_scans:  # per queue, at most `limit` rows read off the index
+        assert scan["Actual Rows"] * scan["Actual Loops"] <= 2 * limit, json.dumps(scan, indent=1)
+    assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] < 1000, json.dumps(plan, indent=1)
+
+
 def test_the_claim_reads_a_few_index_entries_with_a_million_jobs_waiting(postgres_url: str) -> None:
     """EXPLAIN ANALYZE of the real claim statement over a million queued jobs (several queues and
     priorities, a quarter of them not due yet): an index scan of conveyor_jobs_claim that stops
@@ -123,15 +130,21 @@ def test_the_claim_reads_a_few_index_entries_with_a_million_jobs_waiting(postgre
         with conn.transaction(force_rollback=True):
             row = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries()["claim"], params).fetchone()
         assert row is not None
-        plan = (row[0] if isinstance(row[0], list) else json.loads(row[0]))[0]["Plan"]
-        nodes = list(_plan_nodes(plan))
-        scans = [n for n in nodes if n.get("Relation Name") == "conveyor_jobs" and "Scan" in n["Node Type"]]
-        assert all(n["Node Type"] != "Seq Scan" for n in scans), json.dumps(plan, indent=1)
-        claim_scans = [n for n in scans if n.get("Index Name") == "conveyor_jobs_claim"]
-        assert claim_scans, json.dumps(plan, indent=1)
-        for scan in claim_scans:  # per queue, at most `limit` rows read off the index
-            assert scan["Actual Rows"] * scan["Actual Loops"] <= 2 * params["limit"], json.dumps(scan, indent=1)
-        assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] < 1000, json.dumps(plan, indent=1)
+        _assert_claim_plan_is_an_index_probe(row[0], params["limit"])
+        # Workers run the claim as a prepared statement with a generic plan (the worker pool's
+        # session settings): that plan, made without the parameters' values, must probe too.
+        conn.execute(queries()["worker_session"].encode())
+        names = ["queues", "worker_id", "limit", "now", "until"]
+        positional = queries()["claim"]
+        for i, name in enumerate(names, start=1):
+            positional = positional.replace(f"%({name})s", f"${i}")
+        conn.execute(f"PREPARE conveyor_claim (text[], text, int, float8, float8) AS {positional}".encode())
+        with conn.transaction(force_rollback=True):
+            explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE conveyor_claim (%s, %s, %s, %s, %s)"
+            # EXECUTE inside EXPLAIN takes no bound parameters: interpolate them client-side.
+            row = psycopg.ClientCursor(conn).execute(explain, [params[name] for name in names]).fetchone()
+        assert row is not None
+        _assert_claim_plan_is_an_index_probe(row[0], params["limit"])
         claimed = store.claim(["q1", "q2"], "w", 10, 30.0, 1e9)
         assert len(claimed) == 10 and {j.priority for j in claimed} == {4}
         assert all(j.scheduled_at <= 1e9 for j in claimed)

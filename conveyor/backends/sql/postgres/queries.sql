@@ -60,8 +60,11 @@ ORDER BY n;
 -- plan_cache_mode: these few statements run thousands of times a second with plans that do not
 -- depend on their parameters (the claim is an index scan whatever the queue); planning the claim
 -- afresh each time (PostgreSQL's default for it here) cost 0.2 ms of a 0.3 ms claim.
+-- jit: off, as for any short statement; a generic plan's cost estimates could otherwise switch
+-- it on for a claim and spend milliseconds compiling.
 SET synchronous_commit = off;
 SET plan_cache_mode = force_generic_plan;
+SET jit = off;
 
 -- name: find_unfinished_by_key
 SELECT id, task, queue, priority, args::text, kwargs::text, status, created_at, scheduled_at, started_at,
@@ -78,11 +81,14 @@ SELECT id FROM conveyor_jobs WHERE id = ANY(%(ids)s);
 -- rows another claim has locked; then the best `limit` of those across queues become RUNNING, each
 -- with a fresh fencing token. Rows locked but not kept stay queued (their locks end with the
 -- statement). One statement, so one round trip and no window between choosing and taking.
+-- The chosen rows are matched by `seq = ANY(ARRAY(...))`, an index probe per row whatever the
+-- planner guesses of the LIMIT: the worker pool runs this as a generic plan (see worker_session),
+-- and a join there was planned as a hash join over the whole table (260x slower at 1M queued).
 UPDATE conveyor_jobs AS j
 SET status = 'running', token = replace(gen_random_uuid()::text, '-', ''), worker_id = %(worker_id)s,
     attempts = j.attempts + 1, started_at = %(now)s, finished_at = NULL, lease_expires_at = %(until)s,
     progress = 0, progress_message = ''
-FROM (
+WHERE j.status = 'queued' AND j.seq = ANY(ARRAY(
     SELECT c.seq
     FROM unnest(%(queues)s::text[]) AS q(name)
     CROSS JOIN LATERAL (
@@ -94,8 +100,7 @@ FROM (
     ) AS c
     ORDER BY c.priority DESC, c.scheduled_at, c.seq
     LIMIT %(limit)s
-) AS chosen
-WHERE j.seq = chosen.seq
+))
 RETURNING j.seq, j.id, j.task, j.queue, j.priority, j.args::text, j.kwargs::text, j.status, j.created_at,
           j.scheduled_at, j.started_at, j.finished_at, j.attempts, j.retries, j.max_retries, j.timeout,
           j.result::text, j.error::text, j.exit_code, j.progress, j.progress_message, j.worker_id, j.token,
