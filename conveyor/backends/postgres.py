@@ -3,8 +3,10 @@
 Semantics mirror the SQLite store exactly (same statuses, fencing tokens, key rule and
 outcomes); what PostgreSQL adds is how it scales:
 
-* claims are one ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)`` statement, served by
-  a partial index, so many workers claim batches at once without blocking each other;
+* claims are one ``UPDATE ... WHERE seq = ANY(ARRAY(SELECT ... FOR UPDATE SKIP LOCKED))``
+  statement, served by a partial index, so many workers claim batches at once without blocking
+  each other; a worker's bookkeeping runs on a pool of its own that does not wait for the WAL
+  flush (docs/postgres.md says why that is safe);
 * idle workers ``LISTEN`` on channel ``conveyor_jobs``; a trigger notifies it whenever a job
   becomes claimable, in the same transaction, so a wake-up never precedes the commit;
 * the leader holds a session-level advisory lock on a connection of its own; the server
@@ -18,7 +20,9 @@ retries with back-off. See docs/postgres.md for the schema and docs/deployment.m
 
 URL: ``postgresql://user:password@host:port/dbname?pool_max=10``. Query parameters
 ``pool_min`` (default 1), ``pool_max`` (default 10) and ``pool_timeout`` (seconds to wait for a
-connection, default 10) size this process's pool; every other parameter goes to libpq.
+connection, default 10) size this process's pools; every other parameter goes to libpq.
+Connections and the two dedicated sessions (LISTEN, leader lock) are in postgres_connections.py;
+the statements and migrations are read by postgres_sql.py.
 """
 
 from __future__ import annotations
@@ -26,15 +30,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import select
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from functools import cache
-from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -46,13 +47,12 @@ from .. import codec
 from ..errors import DuplicateJob, InvalidTransition, StoreError, StoreUnavailable
 from ..job import Job, NewJob, Priority
 from .base import JobQuery, Outcome, OutcomeKind, Report, Rescued
+from .postgres_connections import Connection, LeaderLock, Listener, check_on_checkout, split_url, worker_session
+from .postgres_sql import migrations, queries
 from .rows import finish_params, new_job_record, row_to_job
 
 log = logging.getLogger("conveyor.postgres")
 
-Connection = psycopg.Connection[tuple[Any, ...]]
-
-POOL_PARAMS = {"pool_min": 1, "pool_max": 10, "pool_timeout": 10.0}
 FINISH = {
     OutcomeKind.SUCCEEDED: "finish_succeeded",
     OutcomeKind.FAILED: "finish_failed",
@@ -60,69 +60,7 @@ FINISH = {
     OutcomeKind.RELEASED: "finish_released",
     OutcomeKind.DISCARDED: "finish_discarded",
 }
-_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _DUPLICATE_ID = re.compile(r"Key \(id\)=\((.*)\) already exists")
-_IDLE_SLICE = 0.05  # seconds a second thread in one process sleeps while another one listens
-
-
-def _sql_dir() -> Any:
-    return resources.files(__package__).joinpath("sql", "postgres")
-
-
-@cache
-def queries() -> dict[str, str]:
-    """The named statements of ``queries.sql``, read once: ``-- name: X`` opens block X."""
-    text = _sql_dir().joinpath("queries.sql").read_text()
-    parts = _NAME.split(text)
-    return {
-        name: "\n".join(line for line in body.strip().splitlines() if not line.startswith("--"))
-        for name, body in zip(parts[1::2], parts[2::2], strict=True)
-    }
-
-
-@cache
-def migrations() -> list[tuple[int, str, str]]:
-    """The schema migrations as (version, file name, SQL), oldest first: ``NNNN_what.sql``."""
-    found = []
-    for entry in _sql_dir().joinpath("migrations").iterdir():
-        match = re.fullmatch(r"(\d+)_\w+\.sql", entry.name)
-        if match:
-            found.append((int(match[1]), entry.name, entry.read_text()))
-    return sorted(found)
-
-
-def split_url(url: str) -> tuple[str, dict[str, float]]:
-    """Separate conveyor's pool settings from the libpq URL; raises StoreError on a bad one."""
-    parts = urlsplit(url)
-    settings: dict[str, float] = dict(POOL_PARAMS)
-    rest = []
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name in POOL_PARAMS:
-            try:
-                settings[name] = float(value)
-            except ValueError:
-                raise StoreError(f"bad {name}={value!r} in the store URL: give a number") from None
-        else:
-            rest.append((name, value))
-    if settings["pool_max"] < 1 or settings["pool_min"] < 0 or settings["pool_min"] > settings["pool_max"]:
-        raise StoreError(f"bad pool size in the store URL: need 0 <= pool_min <= pool_max, pool_max >= 1 ({url})")
-    return urlunsplit(parts._replace(query=urlencode(rest))), settings
-
-
-def _check_on_checkout(conn: Connection) -> None:
-    """Pool check: a pooled connection whose socket has something to read while idle was most
-    likely closed by the server (a restart, an admin kill); verify it with a round trip so the
-    pool replaces it instead of handing it out. Costs one ``select`` when all is well."""
-    if conn.closed:
-        raise psycopg.OperationalError("connection closed")
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:
-        ConnectionPool.check_connection(conn)
-
-
-def _worker_session(conn: Connection) -> None:
-    """Configure a worker-pool session (see ``worker_session`` in queries.sql)."""
-    conn.execute(queries()["worker_session"].encode())  # two statements, no parameters
 
 
 def _columns_of(jobs: Sequence[NewJob], now: float) -> dict[str, Any]:
@@ -166,13 +104,8 @@ class PostgresBackend:
         self._pool_lock = threading.Lock()
         self._ready = False
         self._lock_key = 0
-        self._listener: Connection | None = None
-        self._listen_lock = threading.Lock()
-        self._leader: Connection | None = None
-        self._leader_lock = threading.Lock()
-        self._leader_holds = False
-        self._leader_owner: str | None = None
-        self._leader_until = 0.0
+        self._listener = Listener(self._connect, self._where)
+        self._leader = LeaderLock(self._connect, self._where)
 
     def __repr__(self) -> str:
         return f"<PostgresBackend {self._where}>"
@@ -197,7 +130,7 @@ class PostgresBackend:
         with self._pool_lock:
             self._forget_parent()
             if self._worker_pool is None:
-                self._worker_pool = self._new_pool("conveyor-worker", 1, _worker_session)
+                self._worker_pool = self._new_pool("conveyor-worker", 1, worker_session)
         return self._worker_pool
 
     def _new_pool(self, name: str, min_size: int, configure: Any) -> ConnectionPool[Connection]:
@@ -208,7 +141,7 @@ class PostgresBackend:
             timeout=self.pool_timeout,
             kwargs={"autocommit": True, "application_name": name},
             configure=configure,
-            check=_check_on_checkout,
+            check=check_on_checkout,
             name=name,
             open=False,
         )
@@ -218,8 +151,9 @@ class PostgresBackend:
     def _forget_parent(self) -> None:
         """In a forked child, drop the parent's connections: their sockets are not ours to use."""
         if self._pid != os.getpid():
-            self._pool = self._worker_pool = self._listener = self._leader = None
-            self._leader_holds, self._leader_owner = False, None
+            self._pool = self._worker_pool = None
+            self._listener = Listener(self._connect, self._where)
+            self._leader = LeaderLock(self._connect, self._where)
             self._pid = os.getpid()
 
     def _connect(self) -> Connection:
@@ -317,14 +251,14 @@ class PostgresBackend:
     def close(self) -> None:
         """Close the pool and the listener and leader connections (which releases the lock).
         The store reopens on next use."""
+        self._forget_parent()  # a forked child must not close its parent's sockets
         with self._pool_lock:
             pools, self._pool, self._worker_pool = [self._pool, self._worker_pool], None, None
         for pool in pools:
-            if pool is not None and self._pid == os.getpid():
+            if pool is not None:
                 pool.close()
-        self._close_listener()
-        with self._leader_lock:
-            self._drop_leader()
+        self._listener.close()
+        self._leader.release()
 
     # producers ---------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob], now: float, connection: Any = None) -> list[Job]:
@@ -447,34 +381,8 @@ class PostgresBackend:
                 deadline = min(deadline, time.monotonic() + max(0.0, row[0] - time.time()))
         except StoreError as exc:
             log.debug("wait_for_work: %s", exc)
-        if not self._listen_lock.acquire(blocking=False):
-            time.sleep(max(0.0, min(_IDLE_SLICE, deadline - time.monotonic())))  # another thread listens
-            return
-        try:
-            self._listen(set(queues), deadline)
-        finally:
-            self._listen_lock.release()
-
-    def _listen(self, wanted: set[str], deadline: float) -> None:
-        try:
-            if self._listener is None or self._listener.closed or self._pid != os.getpid():
-                self._listener = self._connect()
-                self._listener.execute(queries()["listen"])
-            listener = self._listener
-            while (remaining := deadline - time.monotonic()) > 0:
-                for note in listener.notifies(timeout=remaining, stop_after=1):
-                    if note.payload in wanted:
-                        return
-        except psycopg.Error as exc:
-            log.warning("LISTEN on PostgreSQL at %s failed (%s); polling until it is back", self._where, exc)
-            self._close_listener()
-            time.sleep(max(0.0, deadline - time.monotonic()))
-
-    def _close_listener(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None and self._pid == os.getpid():
-            with suppress(Exception):
-                listener.close()
+        self._forget_parent()
+        self._listener.wait(set(queues), deadline)
 
     def heartbeat(self, worker_id: str, tokens: Sequence[str], lease: float, now: float) -> set[str]:
         if not tokens:
@@ -560,47 +468,11 @@ class PostgresBackend:
 
     # leader duties ---------------------------------------------------------------------------
     def acquire_leader(self, worker_id: str, ttl: float, now: float) -> bool:
-        """Take or keep the leader lock: a session advisory lock on a connection of its own.
-        Each call also sets that session's ``idle_session_timeout`` to ``ttl``, so a leader that
-        stops renewing (hung, partitioned, stopped) loses the lock to the server within ttl, as
-        one that dies does at once. Within one process, the lock passes between workers like
-        the SQLite lock row: to another worker only once the holder's ttl has run out.
-        Raises StoreUnavailable when the server cannot be reached (leadership is then lost)."""
+        """Take or keep the leader lock (see ``LeaderLock.acquire``)."""
         if not self._ready:
             self.setup(self.migrate_on_setup)
-        q = queries()
-        with self._leader_lock:
-            if self._leader_owner not in (None, worker_id) and now <= self._leader_until:
-                return False
-            for attempt in (1, 2):  # a second try on a fresh connection if the old one died
-                try:
-                    if self._leader is None or self._leader.closed or self._pid != os.getpid():
-                        self._leader, self._leader_holds = self._connect(), False
-                    if not self._leader_holds:
-                        row = self._leader.execute(q["leader_try_lock"], {"key": self._lock_key}).fetchone()
-                        self._leader_holds = bool(row and row[0])
-                    if self._leader_holds:
-                        self._leader.execute(q["leader_keepalive"], {"ms": str(max(1, int(ttl * 1000)))})
-                    break
-                except psycopg.Error as exc:
-                    if self._leader_holds:
-                        log.warning("leader connection to PostgreSQL at %s lost: %s", self._where, exc)
-                    self._drop_leader()
-                    if attempt == 2:
-                        raise StoreUnavailable(f"PostgreSQL at {self._where} unreachable (leader lock): {exc}") from exc
-            if not self._leader_holds:
-                self._leader_owner = None
-                return False
-            self._leader_owner, self._leader_until = worker_id, now + ttl
-            return True
-
-    def _drop_leader(self) -> None:
-        """Close the leader connection: the server releases the lock with the session."""
-        leader, self._leader = self._leader, None
-        self._leader_holds, self._leader_owner = False, None
-        if leader is not None and self._pid == os.getpid():
-            with suppress(Exception):
-                leader.close()
+        self._forget_parent()
+        return self._leader.acquire(self._lock_key, worker_id, ttl, now)
 
     def rescue(self, now: float, abort_margin: float) -> Rescued:
         q = queries()
@@ -620,5 +492,4 @@ class PostgresBackend:
     def destroy_all(self) -> None:
         with self._conn("destroy all") as conn:
             conn.execute(queries()["destroy_all"])
-        with self._leader_lock:
-            self._drop_leader()
+        self._leader.release()
