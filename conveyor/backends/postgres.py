@@ -175,19 +175,13 @@ class PostgresBackend:
             raise StoreError(f"PostgreSQL at {self._where} refused {what}: {exc}".strip()) from exc
 
     @contextmanager
-    def _conn(self, what: str) -> Iterator[Connection]:
-        """A pooled autocommit connection, the schema set up first; errors mapped."""
+    def _conn(self, what: str, *, worker: bool = False) -> Iterator[Connection]:
+        """A pooled autocommit connection, the schema set up first; errors mapped. ``worker``:
+        from the worker pool (no wait for the WAL flush), for a worker's own bookkeeping."""
         if not self._ready:
             self.setup(self.migrate_on_setup)
-        with self._errors(what), self._get_pool().connection() as conn:
-            yield conn
-
-    @contextmanager
-    def _worker_step(self, what: str) -> Iterator[Connection]:
-        """A connection of the worker pool (autocommit, no wait for the WAL flush); errors mapped."""
-        if not self._ready:
-            self.setup(self.migrate_on_setup)
-        with self._errors(what), self._get_worker_pool().connection() as conn:
+        pool = self._get_worker_pool() if worker else self._get_pool()
+        with self._errors(what), pool.connection() as conn:
             yield conn
 
     # schema ------------------------------------------------------------------------------
@@ -362,7 +356,7 @@ class PostgresBackend:
         if limit < 1 or not queues:
             return []
         params = {"queues": list(queues), "worker_id": worker_id, "limit": limit, "now": now, "until": now + lease}
-        with self._worker_step("claim") as conn:
+        with self._conn("claim", worker=True) as conn:
             rows = conn.execute(queries()["claim"], params).fetchall()
         rows.sort(key=lambda row: (-row[4], row[9], row[0]))  # priority, due time, insertion
         return [row_to_job(row[1:]) for row in rows]
@@ -388,7 +382,7 @@ class PostgresBackend:
         if not tokens:
             return set()
         params = {"until": now + lease, "worker_id": worker_id, "tokens": list(tokens)}
-        with self._worker_step("heartbeat") as conn:
+        with self._conn("heartbeat", worker=True) as conn:
             kept = {row[0] for row in conn.execute(queries()["extend_leases"], params).fetchall()}
         return set(tokens) - kept
 
@@ -397,7 +391,7 @@ class PostgresBackend:
         database is away it is dropped (logged) and the run goes on, reported as current."""
         params = {"percent": percent, "message": message, "id": job_id, "token": token}
         try:
-            with self._worker_step("progress") as conn:
+            with self._conn("progress", worker=True) as conn:
                 return conn.execute(queries()["progress"], params).rowcount == 1
         except StoreUnavailable as exc:
             log.warning("job %s: progress not recorded: %s", job_id, exc)
@@ -412,7 +406,7 @@ class PostgresBackend:
         q = queries()
         done: dict[int, bool] = {}
         succeeded = [i for i, r in enumerate(reports) if r.outcome.kind is OutcomeKind.SUCCEEDED]
-        with self._worker_step("finish") as conn:
+        with self._conn("finish", worker=True) as conn:
             if succeeded:
                 batch = [reports[i] for i in succeeded]
                 params = {
