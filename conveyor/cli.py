@@ -217,16 +217,10 @@ def migrate(url: str | None) -> None:
 
     backend = open_backend(url or default_url())
     try:
-        upgrade = getattr(backend, "migrate", None)
-        if callable(upgrade):
-            applied = upgrade()
-            backend.setup(False)
-            console.print(f"applied {', '.join(applied)}" if applied else "schema is up to date")
-        else:
-            backend.setup()
-            console.print("schema is up to date")
+        applied = backend.setup(migrate=True)
     finally:
         backend.close()
+    console.print(f"applied {', '.join(applied)}" if applied else "schema is up to date")
 
 
 @main.command()

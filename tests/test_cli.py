@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 
 import pytest
 from click.testing import CliRunner, Result
@@ -169,6 +170,16 @@ def test_prune(cli, url: str, app: App) -> None:
     bad = cli(*_with_url(url, "prune", "--older-than", "a while"))
     assert bad.exit_code != 0
     assert "a while" in bad.output
+
+
+def test_migrate_creates_a_sqlite_store(cli, url: str, db_path) -> None:
+    assert not db_path.exists()
+    result = cli(*_with_url(url, "migrate"))
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "schema is up to date"
+    with sqlite3.connect(db_path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"conveyor_jobs", "conveyor_locks", "conveyor_meta"} <= tables
 
 
 def test_stats(cli, url: str, app: App) -> None:

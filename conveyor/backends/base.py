@@ -75,10 +75,11 @@ class Backend(Protocol):
 
     url: str
 
-    def setup(self, migrate: bool = True) -> None:
+    def setup(self, migrate: bool = True) -> list[str]:
         """Create or migrate the schema; safe to call from many processes at once. With
         ``migrate`` False a server store only checks its schema is current (StoreError if not);
-        SQLite always creates its schema (one file, nothing to coordinate)."""
+        SQLite always creates its schema (one file, nothing to coordinate). Returns the names
+        of the migrations applied, if any."""
 
     def close(self) -> None:
         """Release connections."""

@@ -49,7 +49,7 @@ from ..job import Job, NewJob, Priority
 from .base import JobQuery, Outcome, OutcomeKind, Report, Rescued
 from .postgres_connections import Connection, LeaderLock, Listener, check_on_checkout, split_url, worker_session
 from .postgres_sql import migrations, queries
-from .rows import finish_params, new_job_record, row_to_job
+from .rows import finish_params, insert_row, new_job_record, row_to_job
 
 log = logging.getLogger("conveyor.postgres")
 
@@ -63,22 +63,22 @@ FINISH = {
 _DUPLICATE_ID = re.compile(r"Key \(id\)=\((.*)\) already exists")
 
 
+#: The parameter names of the ``insert`` statement, in ``rows.insert_row``'s order.
+_INSERT_PARAMS = (
+    "id", "task", "queue", "priority", "args", "kwargs", "now", "scheduled_at", "max_retries", "timeout",
+    "key", "result_ttl", "stages",
+)  # fmt: skip
+
+
+def _params_of(new: NewJob, now: float) -> dict[str, Any]:
+    """The parameters of ``insert`` for one job."""
+    return dict(zip(_INSERT_PARAMS, insert_row(new, now), strict=True))
+
+
 def _columns_of(jobs: Sequence[NewJob], now: float) -> dict[str, Any]:
-    """The parameters of ``insert_many``: one array per column."""
-    return {
-        "now": now,
-        "ids": [new.id for new in jobs],
-        "tasks": [new.task for new in jobs],
-        "queues": [new.queue for new in jobs],
-        "priorities": [new.priority for new in jobs],
-        "args": [codec.dumps(new.args) for new in jobs],
-        "kwargs": [codec.dumps(new.kwargs) for new in jobs],
-        "scheduled_at": [new.scheduled_at for new in jobs],
-        "max_retries": [new.max_retries for new in jobs],
-        "timeouts": [new.timeout for new in jobs],
-        "result_ttls": [new.result_ttl for new in jobs],
-        "stages": [None if new.stages is None else codec.dumps(new.stages) for new in jobs],
-    }
+    """The parameters of ``insert_many``: one array per column, under insert's names."""
+    columns = zip(*(insert_row(new, now) for new in jobs), strict=True)
+    return {**{name: list(column) for name, column in zip(_INSERT_PARAMS, columns, strict=True)}, "now": now}
 
 
 class PostgresBackend:
@@ -185,11 +185,13 @@ class PostgresBackend:
             yield conn
 
     # schema ------------------------------------------------------------------------------
-    def setup(self, migrate: bool = True) -> None:
+    def setup(self, migrate: bool = True) -> list[str]:
         """Apply pending migrations (``migrate``), or check that none is pending; then remember
-        the leader lock's key. Safe to run from many processes and hosts at once."""
+        the leader lock's key. Safe to run from many processes and hosts at once. Returns the
+        migrations applied."""
+        applied = []
         if migrate:
-            self.migrate()
+            applied = self.migrate()
         else:
             current, latest = self.schema_version(), migrations()[-1][0]
             if current != latest:
@@ -202,6 +204,7 @@ class PostgresBackend:
         assert oid is not None
         self._lock_key = int(oid[0]) & 0x7FFFFFFF
         self._ready = True
+        return applied
 
     def schema_version(self) -> int | None:
         """The latest applied migration's version, or None for an empty database."""
@@ -306,16 +309,7 @@ class PostgresBackend:
             except pg_errors.UniqueViolation as exc:
                 raise self._duplicate(exc, jobs) from exc
             return [new_job_record(new, now) for new in jobs]
-        params = [
-            {
-                "id": new.id, "task": new.task, "queue": new.queue, "priority": new.priority,
-                "args": codec.dumps(new.args), "kwargs": codec.dumps(new.kwargs), "now": now,
-                "scheduled_at": new.scheduled_at, "max_retries": new.max_retries, "timeout": new.timeout,
-                "key": new.key, "result_ttl": new.result_ttl,
-                "stages": None if new.stages is None else codec.dumps(new.stages),
-            }
-            for new in jobs
-        ]  # fmt: skip
+        params = [_params_of(new, now) for new in jobs]
         with conn.cursor(row_factory=tuple_row) as cur:
             try:
                 if len(params) == 1:  # a plain round trip: no pipeline to set up and sync

@@ -64,14 +64,24 @@ def worker_session(conn: Connection) -> None:
     conn.execute(queries()["worker_session"].encode())  # two statements, no parameters
 
 
-class Listener:
-    """The process's LISTEN connection: waits until a notification names a wanted queue."""
+class _Session:
+    """A connection of its own, opened on demand by ``connect``, guarded by ``_lock``."""
 
     def __init__(self, connect: Callable[[], Connection], where: str) -> None:
         self._connect = connect
         self._where = where
         self._conn: Connection | None = None
         self._lock = threading.Lock()
+
+    def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
+
+
+class Listener(_Session):
+    """The process's LISTEN connection: waits until a notification names a wanted queue."""
 
     def wait(self, wanted: set[str], deadline: float) -> None:
         """Block until a notification for ``wanted`` or ``deadline`` (time.monotonic()). Never
@@ -102,20 +112,14 @@ class Listener:
 
     def close(self) -> None:
         """Close the connection (a new one is opened on the next wait)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with suppress(Exception):
-                conn.close()
+        self._close_conn()
 
 
-class LeaderLock:
+class LeaderLock(_Session):
     """The leader lock: a session advisory lock on a connection of its own."""
 
     def __init__(self, connect: Callable[[], Connection], where: str) -> None:
-        self._connect = connect
-        self._where = where
-        self._conn: Connection | None = None
-        self._lock = threading.Lock()
+        super().__init__(connect, where)
         self._holds = False
         self._owner: str | None = None  #: which worker of this process leads
         self._until = 0.0
@@ -160,8 +164,5 @@ class LeaderLock:
             self._drop()
 
     def _drop(self) -> None:
-        conn, self._conn = self._conn, None
         self._holds, self._owner = False, None
-        if conn is not None:
-            with suppress(Exception):
-                conn.close()
+        self._close_conn()

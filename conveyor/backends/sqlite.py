@@ -198,9 +198,10 @@ class SQLiteBackend:
             if lock is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def setup(self, migrate: bool = True) -> None:
+    def setup(self, migrate: bool = True) -> list[str]:
         """Create the tables and indexes if they are missing; checks the file is a store.
-        ``migrate`` is accepted for the contract and ignored: one file has nothing to coordinate."""
+        ``migrate`` is accepted for the contract and ignored: one file has nothing to coordinate.
+        Returns [] (the schema is created whole, not by numbered migrations)."""
         conn = getattr(self._local, "conn", None) or self._connect()
         self._local.conn = conn
         schema = resources.files(__package__).joinpath("sqlite_schema.sql").read_text()
@@ -212,6 +213,7 @@ class SQLiteBackend:
         if version is None or version[0] != "1":
             raise StoreError(f"{self.path} has conveyor schema version {version}, this conveyor knows 1")
         self._ready = True
+        return []
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from conveyor.backends import open_backend
+from conveyor.cli import main
 from conveyor.errors import StoreError
 
 psycopg = pytest.importorskip("psycopg")
@@ -27,6 +29,19 @@ def empty_database(postgres_url: str) -> Iterator[str]:
     """A database of its own, with no schema: for migration tests."""
     with throwaway_database("conveyor_mig") as url:
         yield url
+
+
+def test_the_migrate_command_applies_then_reports_up_to_date(empty_database: str) -> None:
+    runner = CliRunner()
+    first = runner.invoke(main, ["migrate", "--url", empty_database], catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert first.output.split() == ["applied", *(name for _, name, _ in migrations())]
+    again = runner.invoke(main, ["migrate", "--url", empty_database], catch_exceptions=False)
+    assert again.output.strip() == "schema is up to date"
+    store = PostgresBackend(empty_database, migrate=False)
+    store.setup(migrate=False)  # the schema is current: no StoreError
+    assert store.schema_version() == migrations()[-1][0]
+    store.close()
 
 
 def test_migrate_is_idempotent_and_safe_from_many_processes_at_once(empty_database: str) -> None:

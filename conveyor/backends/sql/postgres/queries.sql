@@ -38,15 +38,16 @@ ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('queued', 'running', 'wai
 RETURNING seq;
 
 -- name: insert_many
--- Jobs without a key, all in one statement: one row per element of the parallel arrays, in
--- order (so seq, the FIFO tie-break, follows the batch). A taken id raises.
+-- Jobs without a key, all in one statement: one row per element of the parallel arrays (each
+-- named as insert's parameter of that column), in order, so seq, the FIFO tie-break, follows the
+-- batch. A taken id raises.
 INSERT INTO conveyor_jobs (id, task, queue, priority, args, kwargs, status, created_at, scheduled_at,
                            max_retries, timeout, result_ttl, stages)
 SELECT id, task, queue, priority, args::json, kwargs::json, 'queued', %(now)s, scheduled_at,
        max_retries, timeout, result_ttl, stages::json
-FROM unnest(%(ids)s::text[], %(tasks)s::text[], %(queues)s::text[], %(priorities)s::int[],
+FROM unnest(%(id)s::text[], %(task)s::text[], %(queue)s::text[], %(priority)s::int[],
             %(args)s::text[], %(kwargs)s::text[], %(scheduled_at)s::float8[], %(max_retries)s::int[],
-            %(timeouts)s::float8[], %(result_ttls)s::float8[], %(stages)s::text[])
+            %(timeout)s::float8[], %(result_ttl)s::float8[], %(stages)s::text[])
      WITH ORDINALITY AS t(id, task, queue, priority, args, kwargs, scheduled_at, max_retries, timeout,
                           result_ttl, stages, n)
 ORDER BY n;
