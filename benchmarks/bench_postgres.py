@@ -1,14 +1,16 @@
-"""conveyor (PostgreSQL store) side by side with pgqueuer, procrastinate and Celery (Redis broker).
+"""conveyor (PostgreSQL store) beside pgqueuer, procrastinate and Celery, on a no-op and a Redis round-trip body.
 
     python benchmarks/bench_postgres.py [--url postgresql://postgres@127.0.0.1:5432/test]
-        [--jobs 10000] [--single-jobs 2000] [--latency-samples 200] [--repeat 3]
-        [--systems conveyor,pgqueuer,procrastinate,celery] [--claim-depths 1000,1000000]
+        [--body all] [--repeat 3] [--quick] [--systems conveyor,pgqueuer,procrastinate,celery]
+        [--jobs 10000] [--single-jobs 2000] [--latency-samples 200] [--claim-depths 1000,1000000]
 
-The same workload and method as bench_sqlite.py (whose phases, timestamps and process handling
-it reuses): single and bulk enqueue jobs/s, drain jobs/s with 2 worker processes, idle-start
-latency p50/p99; then conveyor's claim latency with 1,000 and 1,000,000 jobs queued. Every
-system gets fresh databases (``bench_<system>_...``, created beside the one ``--url`` names and
-dropped at the end); Celery gets a flushed Redis db index (``--redis-url``, db 15 by default).
+The same bodies, phases and method as bench_sqlite.py (whose process handling and phases it
+reuses): single and bulk enqueue jobs/s, drain jobs/s per body with 2 worker processes,
+idle-start latency p50/p99, median and spread over the rounds; then conveyor's claim latency with
+1,000 and 1,000,000 jobs queued. conveyor runs at its defaults and tuned, each peer at its own
+defaults. Every system gets fresh databases (``bench_<row>_...``, created beside the one
+``--url`` names and dropped at the end); Celery's broker is a flushed Redis db index
+(``--celery-broker``, db 15), the round-trip bodies' Redis another (``--redis-url``, db 14).
 See benchmarks/README.md for the method.
 """
 
@@ -27,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -35,16 +37,15 @@ from urllib.parse import urlsplit, urlunsplit
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_sqlite import (  # noqa: E402 - the shared method: phases, worker groups, percentiles
-    Result,
+import _record  # noqa: E402
+import _report  # noqa: E402
+import bench_sqlite  # noqa: E402 - the shared method: phases, worker groups, options
+from _report import Row, pct  # noqa: E402
+from bench_sqlite import (  # noqa: E402
+    Enqueuer,
     System,
     Workers,
     _kill_all,
-    _pythonpath,
-    _running,
-    combine,
-    pct,
-    print_rounds,
     workers,
 )
 
@@ -55,13 +56,10 @@ PEER_PACKAGES = {
     "celery": ("celery", "redis"),
 }
 AIMS = {
-    "drain_vs_pgqueuer": 1.5,  #: conveyor drain >= 1.5x pgqueuer's
-    "p50": 0.003,  #: idle-start latency p50 < 3 ms
+    "drain_vs_pgqueuer": 1.5,  #: conveyor drain >= 1.5x pgqueuer's, every body, default settings (issue 8)
     "bulk_vs_pgqueuer": 1.0,  #: bulk enqueue >= pgqueuer's
-    "single_vs_procrastinate": 2.0,  #: single enqueue >= 2x procrastinate's
     "claim_growth": 2.0,  #: claim p50 with 1M queued <= 2x that with 1k
 }
-Enqueuer = tuple[Callable[[int], None], Callable[[range], None], Callable[[], None]]
 
 
 # stores ----------------------------------------------------------------------------------
@@ -118,13 +116,12 @@ class PgSystem(System):
         ts_dir = self.root / f"{label}-ts"
         ts_dir.mkdir()
         round_ = self.root.name.rsplit("-", 1)[-1]
-        return self.databases.create(f"bench_{self.name}_{self.run_id}_{round_}_{label}"), ts_dir
-
-    def env(self, url: str, ts_dir: Path) -> dict[str, str]:
-        return {**os.environ, "BENCH_TS_DIR": str(ts_dir), "BENCH_PG_DSN": url, "PYTHONPATH": _pythonpath()}
+        name = f"bench_{self.slug}_{self.run_id}_{round_}_{label}".replace("-", "_")
+        return self.databases.create(name), ts_dir
 
     def group(self, argv: list[str], url: str, ts_dir: Path, label: str) -> contextlib.AbstractContextManager[Workers]:
-        return workers(self.name, argv, self.env(url, ts_dir), self.root / f"{label}-workers.log", self.stop_signal)
+        env = {**self.env(ts_dir), "BENCH_PG_DSN": url}
+        return workers(self.row.label, argv, env, self.root / f"{label}-workers.log", self.stop_signal)
 
 
 def two_processes(argv: list[str]) -> list[str]:
@@ -133,33 +130,30 @@ def two_processes(argv: list[str]) -> list[str]:
     return ["/bin/sh", "-c", f"{command} & {command} & wait"]
 
 
-class Conveyor(PgSystem):
+class Conveyor(PgSystem, bench_sqlite.Conveyor):
     name = "conveyor"
     records_finish = True
 
-    def enqueuer(self, url: str) -> Enqueuer:  # type: ignore[override]
-        from conveyor_app import make_app
+    def store_settings(self) -> str:
+        extra = (
+            f"; worker sessions with PGOPTIONS={self.args.conveyor_pgoptions!r}" if self.args.conveyor_pgoptions else ""
+        )
+        return f"LISTEN/NOTIFY; PostgreSQL defaults (`synchronous_commit=on`){extra}"
 
-        app = make_app(url)
-        task = app.tasks["bench.noop"]
+    def url(self, db: Any) -> str:
+        return str(db)
 
-        def many(tags: range) -> None:
-            app.enqueue_many([task.s(i) for i in tags])
-
-        return task.delay, many, app.close
-
-    def start(self, url: str, ts_dir: Path, label: str) -> contextlib.AbstractContextManager[Workers]:  # type: ignore[override]
-        argv = [sys.executable, "-m", "conveyor", "worker", "conveyor_app:app", "-p", "2"]
-        argv += ["-c", str(self.args.concurrency), "--log-level", "WARNING", "--url", url]
-        return self.group(argv, url, ts_dir, label)
-
-    def env(self, url: str, ts_dir: Path) -> dict[str, str]:
-        env = super().env(url, ts_dir)
+    def env(self, ts_dir: Path) -> dict[str, str]:
+        env = super().env(ts_dir)
         if self.args.conveyor_pgoptions:  # an experiment: server settings for the workers' sessions only
             env["PGOPTIONS"] = self.args.conveyor_pgoptions
         return env
 
-    def finished_in_store(self, url: str, n: int) -> float | None:  # type: ignore[override]
+    def failure(self, url: Any) -> str | None:
+        error = query_one(url, "SELECT (SELECT error FROM conveyor_jobs WHERE error IS NOT NULL LIMIT 1)")[0]
+        return None if error is None else str(error)
+
+    def finished_in_store(self, url: Any, n: int) -> float | None:
         done, last = query_one(url, "SELECT count(*), max(finished_at) FROM conveyor_jobs WHERE status = 'succeeded'")
         return float(last) if done >= n else None
 
@@ -168,10 +162,21 @@ class Pgqueuer(PgSystem):
     name = "pgqueuer"
     records_finish = True
 
-    def enqueuer(self, url: str) -> Enqueuer:  # type: ignore[override]
-        from pgqueuer import Queries
-        from pgqueuer_app import ENTRYPOINT, connect
+    def settings(self) -> str:
+        a = self.args
+        return (
+            f"2 x `python pgqueuer_app.py` = `pgqueuer.run(factory, batch_size={a.pgqueuer_batch})` on uvloop, "
+            f"what `pgq run` does, with its defaults (batch 10, dequeue timeout 30 s, no concurrency limit); "
+            f"{a.pgqueuer_driver} driver; tables `durable` (its default). Entrypoints are async (pgqueuer 1.6 has no "
+            "sync entrypoints): the sync `redis` body runs as its docs say to run blocking code, "
+            "`await asyncio.to_thread(body, tag)` (the loop's default thread pool)"
+        )
 
+    def enqueuer(self, url: Any, body: str) -> Enqueuer:
+        from pgqueuer import Queries
+        from pgqueuer_app import ENTRYPOINTS, connect
+
+        entrypoint = ENTRYPOINTS[body]
         loop = asyncio.new_event_loop()
         driver, close = loop.run_until_complete(connect(url, self.args.pgqueuer_driver))
         queries = Queries(driver)
@@ -179,11 +184,11 @@ class Pgqueuer(PgSystem):
             loop.run_until_complete(queries.install())
 
         def one(tag: int) -> None:
-            loop.run_until_complete(queries.enqueue(ENTRYPOINT, str(tag).encode()))
+            loop.run_until_complete(queries.enqueue(entrypoint, str(tag).encode()))
 
         def many(tags: range) -> None:  # one INSERT ... SELECT FROM unnest() of the lists
             loop.run_until_complete(
-                queries.enqueue([ENTRYPOINT] * len(tags), [str(i).encode() for i in tags], [0] * len(tags))
+                queries.enqueue([entrypoint] * len(tags), [str(i).encode() for i in tags], [0] * len(tags))
             )
 
         def done() -> None:
@@ -192,14 +197,20 @@ class Pgqueuer(PgSystem):
 
         return one, many, done
 
-    def start(self, url: str, ts_dir: Path, label: str) -> contextlib.AbstractContextManager[Workers]:  # type: ignore[override]
+    def start(self, url: Any, ts_dir: Path, label: str, body: str) -> contextlib.AbstractContextManager[Workers]:
         argv = [sys.executable, str(HERE / "pgqueuer_app.py"), "--batch-size", str(self.args.pgqueuer_batch)]
         return self.group(two_processes(argv), url, ts_dir, label)
 
-    def env(self, url: str, ts_dir: Path) -> dict[str, str]:
-        return {**super().env(url, ts_dir), "BENCH_PGQ_DRIVER": self.args.pgqueuer_driver}
+    def env(self, ts_dir: Path) -> dict[str, str]:
+        return {**super().env(ts_dir), "BENCH_PGQ_DRIVER": self.args.pgqueuer_driver}
 
-    def finished_in_store(self, url: str, n: int) -> float | None:  # type: ignore[override]
+    def failure(self, url: Any) -> str | None:
+        error = query_one(
+            url, "SELECT (SELECT traceback->>'traceback' FROM pgqueuer_log WHERE status = 'exception' LIMIT 1)"
+        )[0]
+        return None if error is None else str(error)
+
+    def finished_in_store(self, url: Any, n: int) -> float | None:
         # A finished job leaves pgqueuer_jobs and gets a 'successful' row in pgqueuer_log (written in
         # batches by the worker's log buffer), stamped with the server's now() of that write.
         done, last = query_one(
@@ -212,31 +223,44 @@ class Procrastinate(PgSystem):
     name = "procrastinate"
     records_finish = True
 
-    def enqueuer(self, url: str) -> Enqueuer:  # type: ignore[override]
-        from procrastinate_app import TASK, make_app
+    def settings(self) -> str:
+        c = self.args.procrastinate_concurrency
+        default = " (its default)" if c == 1 else ""
+        return (
+            f"2 x `procrastinate --app=procrastinate_app.app --log-level warning worker --concurrency {c}`{default}; "
+            "LISTEN/NOTIFY; `noop` and `redis-async` are async tasks, `redis` a sync task "
+            "(procrastinate runs it in a thread); enqueue `defer` / `batch_defer` on the sync PsycopgConnector"
+        )
+
+    def enqueuer(self, url: Any, body: str) -> Enqueuer:
+        from procrastinate_app import TASKS, make_app
 
         app = make_app(url)
         app.open()  # sync use: procrastinate's SyncPsycopgConnector (a psycopg pool)
         with contextlib.suppress(Exception):  # a fresh database: create the schema once
             if not query_one(url, "SELECT to_regclass('procrastinate_jobs') IS NOT NULL")[0]:
                 app.schema_manager.apply_schema()
-        task = app.tasks[TASK]
+        task = app.tasks[TASKS[body]]
 
         def one(tag: int) -> None:
             task.defer(tag=tag)
 
         def many(tags: range) -> None:  # one statement for the whole batch
-            task.batch_defer(*({"tag": i} for i in tags))
+            task.batch_defer(*({"tag": i} for i in tags))  # type: ignore[arg-type]
 
         return one, many, app.close
 
-    def start(self, url: str, ts_dir: Path, label: str) -> contextlib.AbstractContextManager[Workers]:  # type: ignore[override]
+    def start(self, url: Any, ts_dir: Path, label: str, body: str) -> contextlib.AbstractContextManager[Workers]:
         exe = shutil.which("procrastinate") or "procrastinate"
         argv = [exe, "--app=procrastinate_app.app", "--log-level", "warning", "worker"]
-        argv += ["--concurrency", str(self.args.concurrency)]
+        argv += ["--concurrency", str(self.args.procrastinate_concurrency)]
         return self.group(two_processes(argv), url, ts_dir, label)
 
-    def finished_in_store(self, url: str, n: int) -> float | None:  # type: ignore[override]
+    def failure(self, url: Any) -> str | None:
+        failed = query_one(url, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'failed'")[0]
+        return f"{failed} jobs failed (see the worker log with --keep)" if failed else None
+
+    def finished_in_store(self, url: Any, n: int) -> float | None:
         done, last = query_one(
             url,
             "SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'),"
@@ -249,19 +273,28 @@ class Celery(System):
     """Celery with a Redis broker, no result backend; the phases get a flushed Redis db index."""
 
     name = "celery"
+    unsupported = {"redis-async": "Celery runs sync task functions only: it has no async tasks"}
+
+    def settings(self) -> str:
+        return (
+            "`celery -A celery_app worker -P prefork -c 2 --without-gossip --without-mingle --without-heartbeat` "
+            "(2 pool processes = its default -c, the CPU count here; prefetch x4, its default); Redis broker "
+            f"({self.args.celery_broker}), `ignore_result`, no result backend; enqueue `delay` / `apply_async` on "
+            "one producer (Celery has no bulk publish)"
+        )
 
     def fresh(self, label: str) -> tuple[Any, Path]:
         ts_dir = self.root / f"{label}-ts"
         ts_dir.mkdir()
-        flush_redis(self.args.redis_url)
-        return self.args.redis_url, ts_dir
+        _record.flush_redis(self.args.celery_broker)
+        return self.args.celery_broker, ts_dir
 
-    def enqueuer(self, broker: str) -> Enqueuer:  # type: ignore[override]
+    def enqueuer(self, broker: Any, body: str) -> Enqueuer:
         os.environ["BENCH_CELERY_BROKER"] = broker
         import celery_app
 
         celery_app.app.conf.broker_url = broker
-        task = celery_app.noop
+        task = celery_app.tasks[body]
 
         def one(tag: int) -> None:
             task.delay(tag)
@@ -273,32 +306,15 @@ class Celery(System):
 
         return one, many, lambda: None
 
-    def start(self, broker: str, ts_dir: Path, label: str) -> contextlib.AbstractContextManager[Workers]:  # type: ignore[override]
+    def start(self, broker: Any, ts_dir: Path, label: str, body: str) -> contextlib.AbstractContextManager[Workers]:
         exe = shutil.which("celery") or "celery"
         argv = [exe, "-A", "celery_app", "worker", "-P", "prefork", "-c", "2", "--loglevel", "WARNING"]
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-        env = {**os.environ, "BENCH_TS_DIR": str(ts_dir), "BENCH_CELERY_BROKER": broker, "PYTHONPATH": _pythonpath()}
+        env = {**self.env(ts_dir), "BENCH_CELERY_BROKER": broker}
         return workers(self.name, argv, env, self.root / f"{label}-workers.log", self.stop_signal)
 
 
-def flush_redis(url: str) -> None:
-    import redis
-
-    if (urlsplit(url).path.strip("/") or "0") == "0":
-        raise SystemExit("refusing to FLUSHDB Redis db 0: give --redis-url a dedicated db index, e.g. /15")
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
-CLASSES: dict[str, type[System]] = {
-    "conveyor": Conveyor,
-    "pgqueuer": Pgqueuer,
-    "procrastinate": Procrastinate,
-    "celery": Celery,
-}
+CLASSES: dict[str, type[System]] = {"pgqueuer": Pgqueuer, "procrastinate": Procrastinate, "celery": Celery}
 
 
 # conveyor's claim latency at depth ------------------------------------------------------
@@ -321,7 +337,10 @@ def claim_latency(databases: Databases, depths: list[int], samples: int, warmup:
     import psycopg
     from conveyor_app import make_app
 
-    from conveyor.backends.base import Outcome, OutcomeKind
+    try:
+        from conveyor.outcome import Outcome, OutcomeKind
+    except ImportError:  # a checkout from before issue 7 (bench_compare.py runs this file with an older conveyor)
+        from conveyor.backends.base import Outcome, OutcomeKind
 
     url = databases.create(f"bench_claims_{PgSystem.run_id}")
     app = make_app(url)
@@ -357,101 +376,55 @@ def claim_latency(databases: Databases, depths: list[int], samples: int, warmup:
 
 
 # report -------------------------------------------------------------------------------------
-def report(results: dict[str, Result], claims: dict[int, list[float]], args: argparse.Namespace, load: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    conv = results.get("conveyor")
-    peers = [name for name in SYSTEMS[1:] if name in results]
-
-    def rate(x: float) -> str:
-        return f"{x:,.0f}"
-
-    def ms(x: float) -> str:
-        return f"{x * 1000:.2f} ms"
-
-    def mark(ok: bool | None) -> str:
-        return "n/a" if ok is None else "[green]met[/green]" if ok else "[red]missed[/red]"
-
-    def cell(peer: Result, value: Callable[[Result], float], text: Callable[[float], str], lower: bool) -> str:
-        mine, theirs = (value(conv), value(peer)) if conv else (0.0, value(peer))
-        if not conv or not mine or not theirs:
-            return text(theirs)
-        ratio = theirs / mine if lower else mine / theirs
-        return f"{text(theirs)} ({ratio:.2f}x)"
-
-    def ratio_to(peer: str, value: Callable[[Result], float]) -> float | None:
-        if not conv or peer not in results:
-            return None
-        return value(conv) / value(results[peer])
-
-    def at_least(ratio: float | None, aim: float) -> bool | None:
-        return None if ratio is None else ratio >= aim
-
-    p50 = lambda r: pct(r.latencies, 50)  # noqa: E731
-    p99 = lambda r: pct(r.latencies, 99)  # noqa: E731
-    drain_vs = ratio_to("pgqueuer", lambda r: r.drain)
-    bulk_vs = ratio_to("pgqueuer", lambda r: r.bulk)
-    single_vs = ratio_to("procrastinate", lambda r: r.single)
-    metrics: list[tuple[str, Callable[[Result], float], Callable[[float], str], bool, str]] = [
-        (f"single enqueue, jobs/s (x{args.single_jobs:,})", lambda r: r.single, rate, False,
-         f">= 2x procrastinate {mark(at_least(single_vs, AIMS['single_vs_procrastinate']))}"),
-        (f"bulk enqueue, jobs/s (x{args.jobs:,})", lambda r: r.bulk, rate, False,
-         f">= pgqueuer {mark(at_least(bulk_vs, AIMS['bulk_vs_pgqueuer']))}"),
-        ("drain, jobs/s, 2 processes", lambda r: r.drain, rate, False,
-         f">= 1.5x pgqueuer {mark(at_least(drain_vs, AIMS['drain_vs_pgqueuer']))}"),
-        ("  drain incl. worker start-up", lambda r: r.drain_cold, rate, False, ""),
-        ("idle-start latency p50", p50, ms, True, f"< 3 ms {mark(p50(conv) < AIMS['p50'] if conv else None)}"),
-        ("idle-start latency p99", p99, ms, True, ""),
-        ("  latency mean", lambda r: statistics.fmean(r.latencies), ms, True, ""),
-    ]  # fmt: skip
-    rounds = f", median of {args.repeat} rounds" if args.repeat > 1 else ""
-    table = Table(title=f"PostgreSQL queues, {args.jobs:,} no-op jobs, 2 worker processes each{rounds}")
-    table.add_column("metric")
-    for name in ["conveyor", *peers] if conv else peers:
-        table.add_column(name, justify="right")
-    table.add_column("aim (conveyor)")
-    for label, value, text, lower, aim in metrics:
-        row = [label]
-        if conv:
-            row.append(text(value(conv)))
-        row += [cell(results[p], value, text, lower) for p in peers]
-        table.add_row(*row, aim)
-    console = Console(width=None if sys.stdout.isatty() else 150)
-    console.print(table)
-    console.print(
-        "(Nx) = conveyor's ratio to that peer: conveyor/peer for rates, peer/conveyor for latencies; "
-        "> 1 means conveyor is better."
-    )
+def report(rows: list[Row], claims: dict[int, list[float]], args: argparse.Namespace, load: str) -> None:
+    convs = [r for r in rows if r.conveyor]
+    conv = convs[0] if convs else None
+    peers = [r for r in rows if not r.conveyor]
+    measured = _report.metrics(args.body, args.single_jobs, args.jobs)
+    rounds = f"median (min\u2013max) of {args.repeat} rounds" if args.repeat > 1 else "1 round"
+    quick = " — QUICK SMOKE RUN, not figures to quote" if args.quick else ""
+    print()
+    if args.repeat > 1:
+        print(_report.rounds_lines(rows, measured), end="\n\n")
+    print(_report.figures_table(rows, measured, f"PostgreSQL: {args.jobs:,} jobs per drain, 2 worker processes "
+                                                 f"each, {rounds}{quick}"))  # fmt: skip
+    pairs = [(c, p, f"{c.short} / {p.system}") for p in peers for c in convs]
+    if pairs:
+        print(_report.ratio_table(pairs, measured, "conveyor vs each peer, from the medians (> 1: conveyor better; "
+                                                   "latency: peer/conveyor)"))  # fmt: skip
+    pgq = next((r for r in peers if r.system == "pgqueuer"), None)
+    by_key = {m.key: m for m in measured}
+    print("Aims (issue 8), at conveyor's default settings:")
+    for body in args.body:
+        aim = AIMS["drain_vs_pgqueuer"]
+        print(_report.aim_line(f"drain, `{body}` body, >= {aim}x pgqueuer", conv, pgq, by_key[f"drain:{body}"], aim))
+    print(_report.aim_line("bulk enqueue >= pgqueuer", conv, pgq, by_key["bulk"], AIMS["bulk_vs_pgqueuer"]))
+    print("- idle-start latency p50 no worse than before issue 8: see bench_compare.py")
     if claims:
-        ct = Table(title="conveyor claim latency: backend.claim(['default'], 'bench', 1, 30.0, now)")
-        for col in ("jobs queued", "p50", "p99", "mean", "p50 vs smallest"):
-            ct.add_column(col, justify="right")
+        print()
+        print("**conveyor claim latency: backend.claim(['default'], 'bench', 1, 30.0, now)**")
+        print()
+        print("| jobs queued | p50 | p99 | mean | p50 vs smallest |")
+        print("|---:|---:|---:|---:|---:|")
         depths = sorted(claims)
         base = pct(claims[depths[0]], 50)
         for depth in depths:
-            values = claims[depth]
-            ct.add_row(f"{depth:,}", ms(pct(values, 50)), ms(pct(values, 99)), ms(statistics.fmean(values)),
-                       f"{pct(values, 50) / base:.2f}x")  # fmt: skip
-        console.print(ct)
+            v = claims[depth]
+            print(f"| {depth:,} | {pct(v, 50) * 1000:.2f} ms | {pct(v, 99) * 1000:.2f} ms | "
+                  f"{statistics.fmean(v) * 1000:.2f} ms | {pct(v, 50) / base:.2f}x |")  # fmt: skip
         if len(depths) > 1:
             growth = pct(claims[depths[-1]], 50) / base
-            console.print(
-                f"claim p50 at {depths[-1]:,} queued = {growth:.2f}x that at {depths[0]:,}: "
-                f"aim <= 2x {mark(growth <= AIMS['claim_growth'])}"
-            )
+            met = "met" if growth <= AIMS["claim_growth"] else "MISSED"
+            print(f"\nclaim p50 at {depths[-1]:,} queued = {growth:.2f}x that at {depths[0]:,}: aim <= 2x, {met}")
     versions = ", ".join(f"{pkg} {_version(pkg)}" for pkg in ("psycopg", "pgqueuer", "asyncpg", "procrastinate",
                                                               "celery", "redis"))  # fmt: skip
-    console.print(
-        f"conveyor: `conveyor worker -p 2 -c {args.concurrency}` (sync task on threads, LISTEN/NOTIFY). "
-        f"pgqueuer: 2 x `pgqueuer.run()` (= `pgq run`), {args.pgqueuer_driver}, batch {args.pgqueuer_batch}, "
-        "async entrypoint, unlimited concurrency; enqueue Queries.enqueue (bulk: lists). "
-        f"procrastinate: 2 x `procrastinate --log-level warning worker --concurrency {args.concurrency}`, async task; "
-        "enqueue task.defer / task.batch_defer (sync PsycopgConnector). "
-        "celery: `celery worker -P prefork -c 2 --without-gossip --without-mingle --without-heartbeat`, "
-        "Redis broker, ignore_result; enqueue delay / apply_async on one producer. "
-        f"Latency: {args.latency_samples} jobs {args.gap:g} ms apart after {args.idle:g} s idle. {versions}. "
-        f"Load average {load}."
+    print()
+    print("Settings:")
+    print(_report.settings_lines(rows))
+    print(
+        f"- bodies: {', '.join(args.body)} (`_record.py`); round-trip bodies INCR on {args.redis_url}. "
+        f"Latency: {args.latency_samples} `noop` jobs {args.gap:g} ms apart after {args.idle:g} s idle. "
+        f"PostgreSQL with its defaults. Python {sys.version.split()[0]}, {versions}. Load average {load}."
     )
 
 
@@ -488,21 +461,16 @@ def _names(text: str) -> list[str]:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
         "--url",
         default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
         help="a PostgreSQL database to connect to; the benchmark creates its own beside it",
     )
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15", help="Celery's broker; FLUSHDB'd")
-    parser.add_argument("--jobs", type=int, default=10_000, help="jobs to bulk-enqueue and drain (default 10000)")
-    parser.add_argument("--single-jobs", type=int, default=2_000, help="jobs to enqueue one by one (default 2000)")
-    parser.add_argument("--latency-samples", type=int, default=200, help="idle-start latency samples (default 200)")
-    parser.add_argument("--gap", type=float, default=20.0, help="ms between latency enqueues (default 20)")
-    parser.add_argument("--idle", type=float, default=1.0, help="seconds the workers idle first (default 1)")
-    parser.add_argument(
-        "--concurrency", "-c", type=int, default=8, help="jobs per process for conveyor and procrastinate (default 8)"
-    )
+    bench_sqlite.add_common_options(parser)
+    parser.add_argument("--celery-broker", default="redis://127.0.0.1:6379/15", help="Celery's broker; FLUSHDB'd")
+    parser.add_argument("--procrastinate-concurrency", type=int, default=1,
+                        help="procrastinate worker --concurrency (default 1, procrastinate's default)")  # fmt: skip
     parser.add_argument("--pgqueuer-batch", type=int, default=10, help="pgqueuer --batch-size (default 10)")
     parser.add_argument("--pgqueuer-driver", choices=["asyncpg", "psycopg"], default="asyncpg")
     parser.add_argument(
@@ -511,63 +479,69 @@ def main(argv: Iterable[str] | None = None) -> int:
         help="PGOPTIONS for conveyor's worker processes only, e.g. '-c synchronous_commit=off' (an experiment)",
     )
     parser.add_argument("--systems", type=_names, default=list(SYSTEMS), help="comma-separated (default: all)")
-    parser.add_argument(
-        "--claim-depths",
-        type=_ints,
-        default=[1_000, 1_000_000],
-        help="queue depths for conveyor's claim latency, '' to skip (default 1000,1000000)",
-    )
+    parser.add_argument("--claim-depths", type=_ints, default=None,
+                        help="queue depths for conveyor's claim latency, '' to skip (default 1000,1000000; "
+                             "--quick: skipped)")  # fmt: skip
     parser.add_argument("--claim-samples", type=int, default=500, help="timed claims per depth (default 500)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds, systems alternating; medians (default 1)")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a phase may take (default 300)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp directory (worker logs) and print it")
     args = parser.parse_args(None if argv is None else list(argv))
+    bench_sqlite.apply_sizes(args)
+    if args.claim_depths is None:
+        args.claim_depths = [] if args.quick else [1_000, 1_000_000]
+    if args.celery_broker.rstrip("/") == args.redis_url.rstrip("/"):
+        print("error: --celery-broker and --redis-url must be different Redis db indexes")
+        return 2
 
-    systems = []
+    systems: list[System] = []
     for name in args.systems:
         missing = _missing(name)
         if missing:
             print(f"skipping {name}: {missing} is not installed (pip install -e '.[bench]')")
+        elif name == "conveyor":
+            systems += bench_sqlite.conveyor_rows(Conveyor, args)
         else:
-            systems.append(CLASSES[name])
+            systems.append(CLASSES[name](args))
     PgSystem.databases = databases = Databases(args.url)
     try:
         query_one(args.url, "SELECT 1")
+        _record.flush_redis(args.redis_url)
     except Exception as exc:
-        print(f"error: cannot reach PostgreSQL at {args.url}: {exc}")
+        print(f"error: cannot reach PostgreSQL at {args.url} or Redis at {args.redis_url}: {exc}")
         return 2
 
     signal.signal(signal.SIGTERM, _kill_all)
     load_before = _load()
     print(f"load average before: {load_before}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-pg-"))
-    runs: dict[str, list[Result]] = {}
     claims: dict[int, list[float]] = {}
     try:
         for round_ in range(args.repeat):  # alternate the systems so that a noisy spell hits all
+            if args.repeat > 1:
+                print(f"--- round {round_ + 1} of {args.repeat}", flush=True)
             for system in systems:
-                root = tmp / f"{system.name}-{round_}"
-                runs.setdefault(system.name, []).append(system(root, args).run())
+                system.row.rounds.append(system.run_round(tmp / f"{system.slug}-{round_}", args.body))
             databases.drop_all()
-        if args.claim_depths and Conveyor in systems:
+        if args.claim_depths and any(isinstance(s, Conveyor) for s in systems):
             claims = claim_latency(databases, args.claim_depths, args.claim_samples)
     except KeyboardInterrupt:
         return 130
     finally:
-        for group in list(_running):
-            group.stop(signal.SIGKILL, timeout=2)
+        bench_sqlite.stop_everything()
         databases.drop_all()
-        if any(s is Celery for s in systems):
+        with contextlib.suppress(Exception):
+            _record.flush_redis(args.redis_url)
+        if any(isinstance(s, Celery) for s in systems):
             with contextlib.suppress(Exception):
-                flush_redis(args.redis_url)
+                _record.flush_redis(args.celery_broker)
         if args.keep:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    if args.repeat > 1:
-        print_rounds(runs)
-    report({name: combine(rs) for name, rs in runs.items()}, claims, args, f"{load_before} -> {_load()}")
+    rows = [s.row for s in systems]
+    load = f"{load_before} -> {_load()}"
+    if args.json:
+        _report.dump(args.json, rows, bench_sqlite.meta(args, store="postgres", load=load))
+    report(rows, claims, args, load)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The conveyor side of the benchmark: one no-op task (``python -m conveyor worker conveyor_app:app``)."""
+"""The conveyor side of the benchmark: one task per body (``python -m conveyor worker conveyor_app:app``)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ import _record
 
 from conveyor import App
 
-TASK = "bench.noop"
+TASKS = {"noop": "bench.noop", "redis": "bench.redis", "redis-async": "bench.redis_async"}  #: body -> task name
+TASK = TASKS["noop"]
 
 
 def make_app(url: str) -> App:
-    """A fresh App on ``url`` with the benchmark's task registered as ``bench.noop``."""
+    """A fresh App on ``url`` with the benchmark's bodies registered (sync ``noop`` and ``redis``, async
+    ``redis-async``)."""
     app = App(url)
-    app.task(name=TASK)(_record.noop)
+    app.task(name=TASKS["noop"])(_record.noop)
+    app.task(name=TASKS["redis"])(_record.redis_incr)
+    app.task(name=TASKS["redis-async"])(_record.redis_incr_async)
     return app
 
 

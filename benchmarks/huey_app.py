@@ -1,4 +1,7 @@
-"""The huey side of the benchmark: the same no-op task on SqliteHuey (``huey_consumer huey_app.huey``)."""
+"""The huey side of the benchmark: the same bodies on SqliteHuey (``huey_consumer huey_app.huey``).
+
+huey's tasks are sync functions; it has no async tasks, so the ``redis-async`` body has no huey row.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +11,18 @@ from typing import Any
 import _record
 from huey import SqliteHuey
 
-TASK = "bench.noop"
+TASKS = {"noop": "bench.noop", "redis": "bench.redis"}  #: body -> task name
 
 
-def make_huey(filename: str) -> tuple[SqliteHuey, Any]:
-    """A SqliteHuey on ``filename`` (huey's defaults otherwise) and its ``bench.noop`` task."""
+def make_huey(filename: str) -> tuple[SqliteHuey, dict[str, Any]]:
+    """A SqliteHuey on ``filename`` (huey's defaults otherwise) and its tasks, by body."""
     huey = SqliteHuey("bench", filename=filename)
-    task = huey.task(name=TASK)(_record.noop)
-    return huey, task
+    tasks = {
+        "noop": huey.task(name=TASKS["noop"])(_record.noop),
+        "redis": huey.task(name=TASKS["redis"])(_record.redis_incr),
+    }
+    return huey, tasks
 
 
 if "BENCH_HUEY_DB" in os.environ:  # set for the consumer process only
-    huey, noop = make_huey(os.environ["BENCH_HUEY_DB"])
+    huey, tasks = make_huey(os.environ["BENCH_HUEY_DB"])

@@ -1,4 +1,4 @@
-"""The pgqueuer side of the PostgreSQL benchmark: one no-op entrypoint, run by ``pgqueuer.run()``.
+"""The pgqueuer side of the PostgreSQL benchmark: one entrypoint per body, run by ``pgqueuer.run()``.
 
     BENCH_PG_DSN=postgresql://... BENCH_TS_DIR=... python pgqueuer_app.py [--batch-size 10]
 
@@ -6,6 +6,10 @@ Runs one worker process the way ``pgq run pgqueuer_app:create_pgqueuer`` does (u
 installed), through the ``pgqueuer.run()`` entry point, which works whatever typer version is
 installed. The driver is asyncpg (pgqueuer's own default and fastest); ``BENCH_PGQ_DRIVER=psycopg``
 switches to psycopg's async connection.
+
+pgqueuer 1.6 accepts async entrypoints only ("Sync entrypoints are no longer supported. Wrap
+blocking code with asyncio.to_thread()"), so the sync ``redis`` body runs the way it documents:
+``await asyncio.to_thread(body, tag)`` (the loop's default thread pool).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import _record
 from pgqueuer import PgQueuer
 from pgqueuer.models import Job
 
-ENTRYPOINT = "bench_noop"
+ENTRYPOINTS = {"noop": "bench_noop", "redis": "bench_redis", "redis-async": "bench_redis_async"}  #: body -> name
+ENTRYPOINT = ENTRYPOINTS["noop"]
 
 
 async def connect(dsn: str, driver: str | None = None):  # type: ignore[no-untyped-def]
@@ -46,9 +51,17 @@ async def create_pgqueuer() -> AsyncIterator[PgQueuer]:
     driver, close = await connect(os.environ["BENCH_PG_DSN"])
     pgq = PgQueuer(driver)
 
-    @pgq.entrypoint(ENTRYPOINT)
+    @pgq.entrypoint(ENTRYPOINTS["noop"])
     async def noop(job: Job) -> None:
         _record.noop(int(job.payload or b"0"))
+
+    @pgq.entrypoint(ENTRYPOINTS["redis"])
+    async def redis_incr(job: Job) -> None:  # pgqueuer's documented way to run blocking code
+        await asyncio.to_thread(_record.redis_incr, int(job.payload or b"0"))
+
+    @pgq.entrypoint(ENTRYPOINTS["redis-async"])
+    async def redis_incr_async(job: Job) -> None:
+        await _record.redis_incr_async(int(job.payload or b"0"))
 
     try:
         yield pgq

@@ -17,7 +17,7 @@ from .errors import (
 from .handle import JobHandle
 from .job import ExitCode, Job, JobError, Priority, Status
 from .task import Signature, Task
-from .worker import Worker
+from .worker import Worker, WorkerOptions
 
 __all__ = [
     "App",
@@ -41,6 +41,7 @@ __all__ = [
     "StoreUnavailable",
     "Task",
     "Worker",
+    "WorkerOptions",
     "current_job",
     "load_app",
 ]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar, overload
 
 from .backends import open_backend
@@ -13,6 +14,7 @@ from .errors import InvalidTransition, JobNotFound
 from .execution import run_sync, unknown_task
 from .handle import JobHandle
 from .job import Job, Status
+from .outcome import Outcome, OutcomeKind
 from .task import CallOptions, Signature, Task, make_options
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,6 +35,9 @@ class App:
     ``clock``: the time source (Unix seconds) for every store step; injectable for tests.
     ``migrate``: create or upgrade a server store's schema on first use (safe from many hosts at
     once); False only checks it is current, for deployments that run ``conveyor migrate`` first.
+    ``max_rescues``: how many times a job is queued again after its worker died (its lease ran
+    out) while running it; the next such death fails it with exit code 137 (a poison job).
+    ``eager``: run every enqueued job inline at once, with no retry (see ``eager()``).
     """
 
     def __init__(
@@ -42,13 +47,19 @@ class App:
         lease: float = 30.0,
         clock: Callable[[], float] = time.time,
         migrate: bool = True,
+        max_rescues: int = 2,
+        eager: bool = False,
     ) -> None:
-        if not lease > 0:
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
             raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
+        if isinstance(max_rescues, bool) or not isinstance(max_rescues, int) or max_rescues < 0:
+            raise ValueError(f"max_rescues must be an int >= 0, got {max_rescues!r}")
         self.url = url or default_url()
         self.lease = float(lease)
         self.clock = clock
         self.migrate = migrate
+        self.max_rescues = max_rescues
+        self.is_eager = bool(eager)  #: True while enqueued jobs run inline (App(eager=True) or ``with app.eager()``)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._backend: Backend | None = None
 
@@ -115,8 +126,35 @@ class App:
             given.append(connection)
         if any(conn is not given[0] for conn in given):
             raise ValueError("the calls of one enqueue_many must all use the same connection")
+        if given and self.is_eager:
+            raise ValueError("eager mode cannot run a job enqueued inside your own transaction (connection=)")
         stored = self.backend.enqueue(new_jobs, now, connection=given[0] if given else None)
+        if self.is_eager:
+            stored = [self._run_eagerly(job) for job in stored]
         return [JobHandle(self, job) for job in stored]
+
+    # eager mode -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def eager(self, enabled: bool = True) -> Iterator[App]:
+        """Within the block, ``.delay()`` and ``enqueue`` run each job inline at once (see
+        ``is_eager``); the previous mode is restored after. For tests and scripts."""
+        previous, self.is_eager = self.is_eager, enabled
+        try:
+            yield self
+        finally:
+            self.is_eager = previous
+
+    def _run_eagerly(self, job: Job) -> Job:
+        """Run a just-stored job in this thread and store how it ended, with no retry: an
+        exception (Retry included) fails it. A job not queued (a key's earlier job) is left as is."""
+        backend = self.backend
+        started = backend.start(job.id, "eager", self.lease, self.clock())
+        if started is None or started.token is None:
+            return job
+        task = self.tasks.get(started.task)
+        outcome = unknown_task(started) if task is None else run_sync(task, started, backend, self.clock)
+        backend.finish(started.id, started.token, _without_retry(outcome), self.clock())
+        return backend.get(started.id) or started
 
     # reading ----------------------------------------------------------------------
     def _view(self, job: Job) -> Job:
@@ -148,18 +186,19 @@ class App:
         query = JobQuery(queue=queue, task=task, limit=limit, offset=offset)
         if status is not None:
             wanted = Status(status)
-            query.status = Status.QUEUED.value if wanted in (Status.QUEUED, Status.SCHEDULED) else wanted.value
+            query.status = Status.QUEUED if wanted in (Status.QUEUED, Status.SCHEDULED) else wanted
             if wanted is Status.QUEUED:
                 query.due_before = self.clock()
             elif wanted is Status.SCHEDULED:
                 query.due_after = self.clock()
         return [self._view(job) for job in self.backend.list_jobs(query)]
 
-    def stats(self) -> dict[str, dict[str, int]]:
-        """Job counts: {queue: {status: n}}, with an ``all`` row summing every queue."""
-        table: dict[str, dict[str, int]] = {}
-        total: dict[str, int] = {}
-        for (queue, status), n in sorted(self.backend.counts().items()):
+    def stats(self) -> dict[str, dict[Status, int]]:
+        """Job counts: {queue: {status: n}}, with an ``all`` row summing every queue. A queued
+        job not due yet counts as SCHEDULED; only statuses with jobs appear."""
+        table: dict[str, dict[Status, int]] = {}
+        total: dict[Status, int] = {}
+        for (queue, status), n in sorted(self.backend.counts(self.clock()).items()):
             table.setdefault(queue, {})[status] = n
             total[status] = total.get(status, 0) + n
         table["all"] = total
@@ -197,8 +236,9 @@ class App:
     def run_until_empty(self, queues: Sequence[str] | None = None) -> int:
         """Run due jobs inline in this thread until none is due; returns how many ran.
 
-        The eager / test mode: the same store, claim and retry rules as a worker, no
-        worker process. A retry's back-off makes it not due, so it waits for a later call.
+        For tests: the same store, claim and retry rules as a worker, no worker process. A
+        retry's back-off makes it not due, so it waits for a later call. (Eager mode, by
+        contrast, runs each job as it is enqueued, with no retry.)
         """
         backend = self.backend
         ran = 0
@@ -206,7 +246,7 @@ class App:
         while True:
             jobs = backend.claim(names, "inline", 1, self.lease, self.clock()) if names else []
             if not jobs and not queues:  # a task may have enqueued into a queue not seen yet
-                names = sorted({queue for queue, _ in backend.counts()})
+                names = sorted({queue for queue, _ in backend.counts(self.clock())})
                 jobs = backend.claim(names, "inline", 1, self.lease, self.clock()) if names else []
             if not jobs:
                 return ran
@@ -216,6 +256,13 @@ class App:
             assert job.token is not None
             backend.finish(job.id, job.token, outcome, self.clock())
             ran += 1
+
+
+def _without_retry(outcome: Outcome) -> Outcome:
+    """Eager mode retries nothing: a run that would be retried fails instead."""
+    if outcome.kind is not OutcomeKind.RETRY:
+        return outcome
+    return Outcome(kind=OutcomeKind.FAILED, error=outcome.error, exit_code=outcome.exit_code)
 
 
 def load_app(path: str) -> App:

@@ -7,11 +7,11 @@ import os
 import re
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from . import codec
 from .app import App, default_url, load_app
@@ -94,21 +94,38 @@ def worker(
 ) -> None:  # fmt: skip
     """Run workers for APP_PATH (module:app) until SIGTERM or Ctrl-C."""
     from .supervisor import Supervisor
-    from .worker import Worker
+    from .worker import Worker, WorkerOptions
 
     level = getattr(logging, log_level.upper(), logging.INFO)
+    try:
+        options = WorkerOptions(
+            queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
+            concurrency=concurrency, grace=grace, poll=poll, stuck_after=stuck_after,
+        ).check()  # fmt: skip
+        if processes < 0:
+            raise ValueError(f"processes must be >= 0, got {processes}")
+    except ValueError as exc:
+        _fail(str(exc), 2)
     logging.basicConfig(level=level, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
-    options = {"queues": [q.strip() for q in queues.split(",") if q.strip()], "concurrency": concurrency,
-               "grace": grace, "poll": poll, "stuck_after": stuck_after}  # fmt: skip
-    if processes > 0:
-        sys.exit(Supervisor(app_path, processes, options, url=url, log_level=level).run())
-    app = load_app(app_path)
+    supervisor = Supervisor(app_path, processes, options, url=url, log_level=level) if processes > 0 else None
+    try:
+        app = supervisor.load() if supervisor else load_app(app_path)
+    except ImportError as exc:
+        _fail(str(exc), 1)
+    if supervisor is not None:
+        sys.exit(supervisor.run())
     if url:
         app.url = url
-    Worker(app, **options).run()  # type: ignore[arg-type]
+    code = Worker(app, options).run()  # non-zero: the worker stopped itself (a helper failed)
     logging.shutdown()
     sys.stdout.flush()
-    os._exit(0)  # do not wait for a thread still stuck in a timed-out sync task
+    os._exit(code)  # do not wait for a thread still stuck in a timed-out sync task
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    """One clear line on stderr and exit ``code`` (2: bad usage, 1: it cannot run)."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 @main.command()
@@ -228,8 +245,9 @@ def migrate(url: str | None) -> None:
 def stats(url: str | None) -> None:
     """Job counts by queue and status."""
     counts = _app(url).stats()
-    statuses = [s.value for s in Status if s is not Status.SCHEDULED]
-    table = Table("queue", *statuses, "total")
+    statuses = list(Status)
+    table = Table(*(s.value for s in statuses), "total")
+    table.columns.insert(0, Column("queue", no_wrap=True, min_width=max(map(len, counts), default=5)))
     for queue, row in counts.items():
         table.add_row(queue, *(str(row.get(s, 0)) for s in statuses), str(sum(row.values())),
                       style="bold" if queue == "all" else None)  # fmt: skip

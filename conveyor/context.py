@@ -38,7 +38,8 @@ class JobContext:
         if not 0 <= percent <= 100:
             raise ValueError(f"progress percent must be between 0 and 100, got {percent!r}")
         assert self.job.token is not None
-        return self._backend.progress(self.job.id, self.job.token, float(percent), str(message))
+        text = str(message).encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate, escaped
+        return self._backend.progress(self.job.id, self.job.token, float(percent), text)
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("conveyor_job", default=None)

@@ -60,13 +60,12 @@ SPECIALS = len(REPORTS) + len(CURRENCIES) + len(CSV_FILES) + CHARGES + len(REMIN
 class _Snapshot:
     """What the store says, read once per refresh of the display."""
 
-    counts: dict[str, int]
-    scheduled: int
+    counts: dict[Status, int]
     reports: list[Job]
 
     @property
     def finished(self) -> int:
-        return sum(self.counts.get(s.value, 0) for s in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED))
+        return sum(self.counts.get(s, 0) for s in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED))
 
 
 def run_demo(count: int, keep: bool, console: Console) -> int:
@@ -167,7 +166,6 @@ class _Demo:
     def _snapshot(self) -> _Snapshot:
         return _Snapshot(
             counts=self.app.stats().get("all", {}),
-            scheduled=len(self.app.jobs(status=Status.SCHEDULED, limit=self.total)),
             reports=self.app.jobs(task=tasks.REPORT, limit=len(REPORTS)),
         )
 
@@ -266,8 +264,8 @@ class _Demo:
         if reports:
             say(f"[bold]progress[/bold]: build_report reported progress as it ran; last message: "
                 f"{reports[-1].progress_message!r}")  # fmt: skip
-        processes = Counter(_pid(j.worker_id) for group in by_task.values() for j in group)
-        share = ", ".join(f"pid {pid}: {n}" for pid, n in sorted(processes.items()))
+        processes = Counter(_process(j.worker_id) for group in by_task.values() for j in group)
+        share = ", ".join(f"{process}: {n}" for process, n in sorted(processes.items()))
         say(f"[bold]workers[/bold]: jobs per worker process: {share}")
 
 
@@ -275,10 +273,13 @@ def _short(task: str) -> str:
     return task.rsplit(".", 1)[-1]
 
 
-def _pid(worker_id: str | None) -> str:
-    """The process id in a worker id of the form host:pid:suffix."""
+def _process(worker_id: str | None) -> str:
+    """Which process a worker id names: host:pid:suffix (standalone) or host:supervisor-pid.slot:suffix."""
     parts = (worker_id or "").split(":")
-    return parts[1] if len(parts) == 3 else "?"
+    if len(parts) != 3:
+        return "?"
+    pid, _, slot = parts[1].partition(".")
+    return f"worker {slot} of supervisor pid {pid}" if slot else f"pid {pid}"
 
 
 def _row(group: list[Job]) -> list[str]:
@@ -300,14 +301,13 @@ def _red(n: int) -> str:
 
 
 def _status_line(snapshot: _Snapshot) -> Text:
-    counts = dict(snapshot.counts)
-    due = counts.get(Status.QUEUED.value, 0) - snapshot.scheduled
+    counts = snapshot.counts
     parts = [
-        ("queued", due, "white"),
-        ("scheduled", snapshot.scheduled, "magenta"),
-        ("running", counts.get(Status.RUNNING.value, 0), "cyan"),
-        ("succeeded", counts.get(Status.SUCCEEDED.value, 0), "green"),
-        ("failed", counts.get(Status.FAILED.value, 0), "red"),
+        ("queued", counts.get(Status.QUEUED, 0), "white"),
+        ("scheduled", counts.get(Status.SCHEDULED, 0), "magenta"),
+        ("running", counts.get(Status.RUNNING, 0), "cyan"),
+        ("succeeded", counts.get(Status.SUCCEEDED, 0), "green"),
+        ("failed", counts.get(Status.FAILED, 0), "red"),
     ]
     line = Text("  ")
     for i, (name, n, colour) in enumerate(parts):

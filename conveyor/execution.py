@@ -11,32 +11,69 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from . import codec, context
-from .backends.base import Outcome, OutcomeKind
 from .errors import Discard, Retry
 from .job import ExitCode, Job, JobError
+from .outcome import Outcome, OutcomeKind
 from .task import Task, retry_delay
 
 if TYPE_CHECKING:
     from .backends.base import Backend
 
 
+def storable(text: str) -> str:
+    """``text`` as a store can hold it: characters UTF-8 cannot encode (a lone surrogate such as
+    "\\udcff", from bytes decoded with surrogateescape) are escaped with backslashreplace, never dropped."""
+    if not isinstance(text, str):  # a hand-made JobError may hold anything
+        text = repr(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def storable_error(error: JobError) -> JobError:
+    """``error`` with every field made ``storable``."""
+    return JobError(type=storable(error.type), message=storable(error.message), traceback=storable(error.traceback))
+
+
 def error_of(exc: BaseException) -> JobError:
-    """The stored form of an exception: type, message, traceback."""
-    return JobError(
-        type=type(exc).__qualname__,
-        message=str(exc),
-        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-    )
+    """The stored form of an exception: type, message, traceback (made ``storable``)."""
+    try:
+        message = str(exc)
+    except Exception as inner:  # a broken __str__ must not lose the run's outcome
+        message = f"<the exception's message could not be read: {type(inner).__qualname__}>"
+    try:
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception as inner:
+        trace = f"<the traceback could not be formatted: {type(inner).__qualname__}>"
+    return storable_error(JobError(type=type(exc).__qualname__, message=message, traceback=trace))
 
 
 def succeeded(result: Any) -> Outcome:
-    """A run that returned ``result``; a result that is not JSON fails the run instead."""
+    """A run that returned ``result``; a result that cannot be stored as JSON (not JSON, or a
+    string UTF-8 cannot encode) fails the run instead, with an error that says so."""
     try:
         codec.dumps(result)
-    except TypeError as exc:
-        return failed_permanently(TypeError(f"the task's result is {exc}"))
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        reason = str(exc) if isinstance(exc, TypeError) else f"not storable: {exc}"
+        return failed_permanently(TypeError(f"the task's result cannot be stored: {reason}"))
     return Outcome(kind=OutcomeKind.SUCCEEDED, result=result, exit_code=ExitCode.SUCCESS)
+
+
+def storable_outcome(outcome: Outcome) -> Outcome:
+    """``outcome`` as a store can write it: its error made ``storable``, and a result that
+    cannot be encoded replaced by a failure saying so (the reporter's fallback for a bad item)."""
+    if outcome.kind is OutcomeKind.SUCCEEDED:
+        checked = succeeded(outcome.result)
+        if checked.kind is not OutcomeKind.SUCCEEDED:
+            return checked
+    if outcome.error is None:
+        return outcome
+    return msgspec.structs.replace(outcome, error=storable_error(outcome.error))
 
 
 def failed_permanently(exc: BaseException, exit_code: int = ExitCode.EXECUTION_ERROR) -> Outcome:

@@ -51,6 +51,7 @@ class ExitCode(enum.IntEnum):
     SUCCESS = 0
     EXECUTION_ERROR = 1
     ABORTED = 130  #: time-out or cancellation
+    WORKER_DIED = 137  #: its worker died while running it, too many times (a poison job)
 
 
 class JobError(msgspec.Struct, frozen=True):
@@ -86,6 +87,7 @@ class Job(msgspec.Struct, kw_only=True):
     attempts: int = 0  #: runs started, including ones handed back by a dead or stopping worker
     retries: int = 0  #: retries used up by failures and time-outs
     max_retries: int = 0
+    rescues: int = 0  #: runs lost because their worker died (lease ran out); see App(max_rescues=)
     timeout: float | None = None  #: seconds a single run may take
     result: Any = None
     error: JobError | None = None

@@ -1,19 +1,45 @@
-"""Supervision of worker processes: start P children, restart any that dies, stop them all on a signal."""
+"""Supervision of worker processes: start P children, restart any that dies, renew their leases from
+outside, stop them all on a signal.
+
+The supervisor imports the app once itself (an import error fails at once, not in every child) and
+opens its store: every ``min(lease / 3, 1 s)`` it extends the leases of every job held by a child
+that is alive and not stopped. A child whose task holds the GIL (a long C call) cannot run its own
+heartbeat, but it is alive, so its jobs are not rescued and run twice; a SIGSTOPped or dead child
+is skipped, so its jobs still come back when their leases run out.
+"""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
+import socket
+import sys
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
-from typing import Any
+from multiprocessing.synchronize import Event as EventType
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from .errors import StoreUnavailable
+from .worker.options import WorkerOptions
+
+if TYPE_CHECKING:
+    from .app import App
 
 log = logging.getLogger("conveyor.supervisor")
 
 RestartPredicate = Callable[[int], bool]
+
+EXIT_GAVE_UP = 3  #: the supervisor's exit code when its children keep dying before they start
+FAILED_STARTS = 5  #: children in a row that die before they are ready make the supervisor give up
+RESPAWN_PAUSE = 1.0  #: seconds before replacing a child that lived less than this
 
 
 def always_restart(exit_code: int) -> bool:
@@ -21,7 +47,7 @@ def always_restart(exit_code: int) -> bool:
     return True
 
 
-def _child_main(app_path: str, url: str | None, worker_options: dict[str, Any], log_level: int) -> None:
+def _child_main(app_path: str, url: str | None, options: WorkerOptions, log_level: int, ready: EventType) -> None:
     """Entry point of a worker child process (spawned, so it imports the app afresh)."""
     from .app import load_app
     from .worker import Worker
@@ -31,68 +57,167 @@ def _child_main(app_path: str, url: str | None, worker_options: dict[str, Any], 
     app = load_app(app_path)
     if url:
         app.url = url
-    Worker(app, supervised=True, **worker_options).run()
+    worker = Worker(app, options)
+    ready.set()
+    worker.run()
     logging.shutdown()
     os._exit(0)  # do not wait for a thread still stuck in a timed-out sync task
 
 
+def runnable(pid: int) -> bool:
+    """True if process ``pid`` can run: not stopped (SIGSTOP, traced) and not a zombie. Read from
+    /proc on Linux; elsewhere a live process counts as runnable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return sys.platform != "linux" and _exists(pid)
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("T", "t", "Z", "X", "x")
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Child:
+    """One worker child: its process, id, and whether it got as far as starting its worker."""
+
+    def __init__(self, process: BaseProcess, worker_id: str, ready: EventType) -> None:
+        self.process = process
+        self.worker_id = worker_id
+        self.ready = ready
+        self.started_at = time.monotonic()
+
+
 class Supervisor:
-    """Keeps ``processes`` worker children running until SIGTERM/SIGINT."""
+    """Keeps ``processes`` worker children running until SIGTERM/SIGINT, renewing their leases."""
 
     def __init__(
         self,
         app_path: str,
         processes: int,
-        worker_options: dict[str, Any],
+        options: WorkerOptions,
         *,
         url: str | None = None,
         restart_if: RestartPredicate = always_restart,
         log_level: int = logging.INFO,
     ) -> None:
-        if processes < 1:
-            raise ValueError(f"processes must be >= 1, got {processes}")
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"processes must be an int >= 1, got {processes!r}")
         self.app_path = app_path
         self.processes = processes
-        self.worker_options = worker_options
+        self.options = options.check()
         self.url = url
         self.restart_if = restart_if
         self.log_level = log_level
         self._context = multiprocessing.get_context("spawn")
-        self._children: list[BaseProcess | None] = [None] * processes
-        self._started_at = [0.0] * processes
+        self._children: list[_Child | None] = [None] * processes
         self._signals = 0
         self._last_signal = 0.0
+        self._failed_starts = 0  # children in a row that died before they were ready
+        self._stopping = threading.Event()
+        self._app: App | None = None
+
+    def load(self) -> App:
+        """Import the app (ImportError if it cannot be) and point it at ``url``."""
+        from .app import load_app
+
+        app = load_app(self.app_path)
+        if self.url:
+            app.url = self.url
+        self._app = app
+        return app
 
     def run(self) -> int:
         """Start the children and watch them; returns the exit code for the parent."""
+        app = self._app or self.load()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        for slot in range(self.processes):
-            self._spawn(slot)
-        while not self._signals:
-            for slot, child in enumerate(self._children):
-                if child is not None and not child.is_alive() and not self._signals:
-                    self._replace(slot, child.exitcode or 0)
-            time.sleep(0.1)
-        self._stop_children()
-        return 0
+        renewer = threading.Thread(target=self._renew_leases, args=(app,), name="conveyor-renewer", daemon=True)
+        renewer.start()
+        code = 0
+        try:
+            for slot in range(self.processes):
+                self._spawn(slot)
+            while not self._signals:
+                for slot, child in enumerate(self._children):
+                    if child is not None and not child.process.is_alive() and not self._signals:
+                        self._replace(slot, child)
+                if self._failed_starts >= FAILED_STARTS:
+                    log.error("giving up: %d worker processes in a row died before they started", FAILED_STARTS)
+                    self._forward(signal.SIGTERM)
+                    code = EXIT_GAVE_UP
+                    break
+                time.sleep(0.1)
+            self._stop_children()
+        finally:
+            self._stopping.set()
+            renewer.join(timeout=5)
+        return code
 
     def _spawn(self, slot: int) -> None:
-        args = (self.app_path, self.url, self.worker_options, self.log_level)
-        child = self._context.Process(target=_child_main, args=args, name=f"conveyor-worker-{slot}")
-        child.start()
-        self._children[slot] = child
-        self._started_at[slot] = time.monotonic()
-        log.info("started worker process %d (pid %s)", slot, child.pid)
+        worker_id = f"{socket.gethostname()}:{os.getpid()}.{slot}:{secrets.token_hex(3)}"
+        options = msgspec.structs.replace(self.options, supervised=True, worker_id=worker_id)
+        ready = self._context.Event()
+        args = (self.app_path, self.url, options, self.log_level, ready)
+        process = self._context.Process(target=_child_main, args=args, name=f"conveyor-worker-{slot}")
+        process.start()
+        self._children[slot] = _Child(process, worker_id, ready)
+        log.info("started worker process %d (pid %s, worker %s)", slot, process.pid, worker_id)
 
-    def _replace(self, slot: int, exit_code: int) -> None:
-        log.warning("worker process %d exited with code %s", slot, exit_code)
+    def _replace(self, slot: int, child: _Child) -> None:
+        exit_code = child.process.exitcode or 0
+        log.warning("worker process %d (pid %s) exited with code %s", slot, child.process.pid, exit_code)
+        if not child.ready.is_set():
+            self._failed_starts += 1
+        else:
+            self._failed_starts = 0
         if not self.restart_if(exit_code):
             self._children[slot] = None
             return
-        if time.monotonic() - self._started_at[slot] < 1.0:
-            time.sleep(1.0)  # a child that dies at once must not spin the supervisor
+        if self._failed_starts >= FAILED_STARTS:
+            self._children[slot] = None
+            return
+        if time.monotonic() - child.started_at < RESPAWN_PAUSE:
+            time.sleep(RESPAWN_PAUSE)  # a child that dies at once must not spin the supervisor
         self._spawn(slot)
+
+    def _renew_leases(self, app: App) -> None:
+        """Extend the leases of the jobs of every live, running child until the supervisor stops.
+        Nothing stops this thread but that: a store error is logged and tried again."""
+        every = min(app.lease / 3, 1.0)
+        store_down = False
+        while not self._stopping.wait(every):
+            ids = [
+                child.worker_id
+                for child in list(self._children)
+                if child is not None and child.process.pid and child.process.is_alive() and runnable(child.process.pid)
+            ]
+            if not ids:
+                continue
+            try:
+                app.backend.extend_worker_leases(ids, app.lease, app.clock())
+                if store_down:
+                    log.info("renewing leases again: the store is reachable")
+                store_down = False
+            except StoreUnavailable as exc:
+                if not store_down:
+                    log.warning("cannot renew the workers' leases, the store is unreachable; retrying: %s", exc)
+                store_down = True
+            except Exception:
+                log.exception("renewing the workers' leases failed; retrying")
+        try:
+            app.close()
+        except Exception:
+            log.exception("closing the supervisor's store failed")
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self._signals and time.monotonic() - self._last_signal < 0.5:
@@ -101,12 +226,15 @@ class Supervisor:
         self._signals += 1
         forward = signal.SIGTERM if self._signals == 1 else signal.SIGUSR1  # the second: hand back at once
         log.info("got %s: %s", signal.Signals(signum).name, "stopping workers" if self._signals == 1 else "hurrying")
+        self._forward(forward)
+
+    def _forward(self, signum: int) -> None:
         for child in self._children:
-            if child is not None and child.pid and child.is_alive():
-                os.kill(child.pid, forward)
+            if child is not None and child.process.pid and child.process.is_alive():
+                os.kill(child.process.pid, signum)
 
     def _stop_children(self) -> None:
         for child in self._children:
             if child is not None:
-                child.join()
+                child.process.join()
         log.info("all worker processes stopped")

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from conveyor import App, Worker
+from conveyor.worker import WorkerOptions
 
 LEASE = 1.0  # short, so lease-driven behaviour (heartbeats, rescues) happens within a test
 POSTGRES_ADMIN_URL = os.environ.get("CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -152,7 +153,8 @@ def start_worker(app: App) -> Iterator[Callable[..., WorkerThread]]:
     ) -> WorkerThread:
         options.setdefault("poll", 0.05)
         options.setdefault("grace", 1.0)
-        runner = WorkerThread(Worker(on or app, list(queues), concurrency=concurrency, **options)).start()
+        settings = WorkerOptions(queues=tuple(queues), concurrency=concurrency, **options).check()
+        runner = WorkerThread(Worker(on or app, settings)).start()
         started.append(runner)
         return runner
 

@@ -176,7 +176,10 @@ def test_migrate_creates_a_sqlite_store(cli, url: str, db_path) -> None:
     assert not db_path.exists()
     result = cli(*_with_url(url, "migrate"))
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "schema is up to date"
+    assert result.output.strip().startswith("applied 0001_initial")
+    again = cli(*_with_url(url, "migrate"))
+    assert again.exit_code == 0, again.output
+    assert again.output.strip() == "schema is up to date"
     with sqlite3.connect(db_path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"conveyor_jobs", "conveyor_locks", "conveyor_meta"} <= tables
@@ -184,15 +187,41 @@ def test_migrate_creates_a_sqlite_store(cli, url: str, db_path) -> None:
 
 def test_stats(cli, url: str, app: App) -> None:
     _seed(app)
+    app.enqueue("cli.ok", queue="mail", delay=3600)
     result = cli(*_with_url(url, "stats"))
     assert result.exit_code == 0, result.output
     rows = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│")}
     assert {"default", "mail", "all"} <= set(rows)
     numbers = {q: [int(n) for n in re.findall(r"\d+", rows[q])] for q in ("default", "mail", "all")}
-    # columns: queued running waiting succeeded failed cancelled total
-    assert numbers["default"] == [0, 0, 0, 1, 1, 0, 2]
-    assert numbers["mail"] == [1, 0, 0, 0, 0, 0, 1]
-    assert numbers["all"] == [1, 0, 0, 1, 1, 0, 3]
+    # columns: queued scheduled running waiting succeeded failed cancelled total
+    assert numbers["default"] == [0, 0, 0, 0, 1, 1, 0, 2]
+    assert numbers["mail"] == [1, 1, 0, 0, 0, 0, 0, 2]
+    assert numbers["all"] == [1, 1, 0, 0, 1, 1, 0, 4]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-c", "0"], "concurrency must be an int >= 1"),
+        (["-q", " , "], "queue names"),
+        (["--poll", "0"], "poll must be > 0"),
+        (["--grace", "-1"], "grace must be a number of seconds >= 0"),
+        (["-p", "-1"], "processes must be >= 0"),
+    ],
+)
+def test_worker_rejects_bad_options_in_one_line(cli, url: str, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["worker", "nowhere:app", *args, "--url", url])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("processes", ["0", "2"])
+def test_worker_with_an_app_that_cannot_be_imported_exits_at_once(cli, url: str, processes: str) -> None:
+    result = CliRunner().invoke(main, ["worker", "no_such_module_here:app", "-p", processes, "--url", url])
+    assert result.exit_code == 1, result.output
+    assert "cannot import app module 'no_such_module_here'" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_a_corrupt_store_gives_one_clear_line(cli, tmp_path) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from conveyor import App, InvalidTransition, JobNotFound, Priority, Status
 from conveyor.backends.base import Outcome, OutcomeKind
+from conveyor.leader import Leader
 
 
 def _failing(app: App, **options):
@@ -235,9 +236,10 @@ def test_a_stale_token_cannot_finish_a_job(app: App) -> None:
     stale = first.token
     assert stale is not None
 
-    time.sleep(0.15)  # worker-a's lease runs out: rescued and claimed again
-    rescued = backend.rescue(time.time(), abort_margin=1.0)
-    assert rescued.requeued == [handle.id]
+    time.sleep(0.15)  # worker-a's lease runs out: rescued by the leader and claimed again
+    Leader(app, "the-leader").tick(time.time())
+    rescued = app.job(handle.id)
+    assert (rescued.status, rescued.rescues, rescued.token) == (Status.QUEUED, 1, None)
     [second] = backend.claim(["default"], "worker-b", 1, 30, time.time())
     assert second.token not in (None, stale)
     before = app.job(handle.id)
@@ -283,7 +285,7 @@ def test_a_job_whose_worker_died_is_rescued_and_run(app: App, start_worker) -> N
     start_worker()
     assert handle.result(timeout=10) == "rescued"
     job = handle.refresh()
-    assert job.attempts == 2 and job.retries == 0
+    assert job.attempts == 2 and job.retries == 0 and job.rescues == 1
     late = Outcome(kind=OutcomeKind.FAILED, exit_code=1)
     assert app.backend.finish(handle.id, orphan.token, late, time.time()) is False
     assert handle.refresh().status is Status.SUCCEEDED

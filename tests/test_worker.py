@@ -1,4 +1,5 @@
-"""An in-thread Worker: sync and async tasks, cancellation, time-outs, progress, unknown tasks, stop."""
+"""An in-thread Worker: its typed settings, sync and async tasks, cancellation, time-outs, progress,
+unknown tasks, stop."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import time
 
 import pytest
 
-from conveyor import App, JobFailed, Status, current_job
+from conveyor import App, JobFailed, Status, Worker, current_job
+from conveyor.worker import WorkerOptions
 
 EVENT_WAIT = 10.0  # generous upper bound for cross-thread hand-offs; never a speed assertion
 
@@ -375,3 +377,46 @@ def test_heartbeats_keep_a_job_longer_than_its_lease(app: App, start_worker) -> 
     assert runs == [1]
     job = handle.refresh()
     assert (job.attempts, job.retries, job.status) == (1, 0, Status.SUCCEEDED)
+
+
+def test_worker_settings_are_one_typed_value(app: App) -> None:
+    options = WorkerOptions(queues=("a", "b"), concurrency=3, grace=0.5)
+    worker = Worker(app, options)
+    assert (worker.options, worker.queues, worker.concurrency) == (options, ["a", "b"], 3)
+    overridden = Worker(app, options, queues=["c"], poll=0.2)  # keywords override, for convenience
+    assert (overridden.options.queues, overridden.options.poll, overridden.options.concurrency) == (("c",), 0.2, 3)
+    assert Worker(app).options == WorkerOptions()
+    with pytest.raises(ValueError, match="concurrency"):
+        Worker(app, concurrency=0)
+    with pytest.raises(ValueError, match="queue"):
+        Worker(app, WorkerOptions(queues=()))
+    with pytest.raises(ValueError, match="hand_back_wait"):
+        WorkerOptions(hand_back_wait=-1).check()
+
+
+def test_run_returns_0_after_a_stop(app: App) -> None:
+    @app.task
+    def work() -> str:
+        return "done"
+
+    worker = Worker(app, WorkerOptions(poll=0.05, grace=0.5))
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(worker.run()))
+    thread.start()
+    try:
+        assert work.delay().result(timeout=EVENT_WAIT) == "done"
+    finally:
+        worker.stop()
+        thread.join(EVENT_WAIT)
+    assert codes == [0] and worker.exit_code == 0
+
+
+def test_a_progress_message_with_a_lone_surrogate_is_stored_escaped(app: App, start_worker) -> None:
+    @app.task
+    def report() -> bool:
+        return current_job().progress(50, "caf\udcff")
+
+    start_worker()
+    handle = report.delay()
+    assert handle.result(timeout=EVENT_WAIT) is True
+    assert handle.refresh().progress_message == "caf\\udcff"

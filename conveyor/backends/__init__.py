@@ -13,16 +13,16 @@ __all__ = ["Backend", "open_backend"]
 def open_backend(url: str, *, migrate: bool = True) -> Backend:
     """The store for ``url``: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, a bare path,
     or ``postgresql://user@host/db`` (``postgres://`` too; needs ``pip install conveyor[postgres]``).
+    A SQLite URL may end in ``?durable=false`` (producer commits skip fsync) and
+    ``?busy_timeout=SECONDS`` (a writer's bound on waiting for the lock; see docs/sqlite.md).
     ``migrate`` is the store's own default for ``setup``: False makes a PostgreSQL store only check
     that its schema is current (run ``conveyor migrate`` to create or upgrade it)."""
     scheme = urlsplit(url).scheme if "://" in url else ""
     if scheme in ("", "sqlite"):
-        from .sqlite import SQLiteBackend
+        from .sqlite import SQLiteBackend, parse_url
 
-        path = url.split("://", 1)[1] if scheme else url
-        if scheme and not path.startswith("/"):
-            raise StoreError(f"bad SQLite URL {url!r}: write sqlite:///relative/path.db or sqlite:////abs/path.db")
-        return SQLiteBackend(path[1:] if scheme else path)
+        options = parse_url(url)
+        return SQLiteBackend(options.path, durable=options.durable, busy_timeout=options.busy_timeout)
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres import PostgresBackend

@@ -1,58 +1,40 @@
-"""The storage contract every backend implements: one small Protocol.
+"""The storage contract: small protocols by concern; ``Backend`` is their union.
 
 Each method is one atomic step in the store. Methods that change a running
 job take the run's ``token`` and do nothing (returning False) when the token
 is no longer the job's current one: that is the fencing that keeps a worker
 which lost its lease from overwriting a newer run (DESIGN.md, principle 1).
+What a job does next is decided in Python (``conveyor.outcome``); a store only
+writes it.
 
 Every method that depends on the time takes ``now`` (Unix seconds) from the
-caller, so the store never reads a clock of its own and tests may inject one.
+caller, so no store reads a clock of its own and tests may inject one.
+
+Errors: a store raises ``StoreUnavailable`` when it cannot be reached or is
+busy right now (the same call may succeed later; workers retry it with
+back-off) and ``StoreError`` for anything permanent. No driver exception
+(sqlite3, psycopg) leaves a store.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import msgspec
 
-from ..job import Job, JobError, NewJob
+from ..job import Job, NewJob, Status
+from ..outcome import Outcome, OutcomeKind, Report
 
-
-class OutcomeKind(enum.StrEnum):
-    """How a run ended, as reported by the worker that ran it."""
-
-    SUCCEEDED = "succeeded"  #: store the result; the job is finished
-    FAILED = "failed"  #: store the error; the job is finished
-    RETRY = "retry"  #: store the error; queue again at ``retry_at``, one retry used
-    RELEASED = "released"  #: hand the job back untouched (graceful stop); no retry used
-    DISCARDED = "discarded"  #: delete the job
-
-
-class Outcome(msgspec.Struct, kw_only=True):
-    """The end of one run: what ``finish`` writes."""
-
-    kind: OutcomeKind
-    result: Any = None
-    error: JobError | None = None
-    exit_code: int | None = None
-    retry_at: float | None = None  #: for RETRY: when the job is due again
-
-
-class Report(msgspec.Struct, frozen=True):
-    """One run's outcome, addressed to its job and guarded by its run's token."""
-
-    job_id: str
-    token: str
-    outcome: Outcome
+__all__ = ["Admin", "Backend", "JobQuery", "JobStore", "Locks", "Outcome", "OutcomeKind", "Report"]
 
 
 class JobQuery(msgspec.Struct, kw_only=True):
-    """Filters for listing jobs; ``due_before``/``due_after`` split QUEUED from SCHEDULED."""
+    """Filters for listing jobs. ``status`` is a stored status: SCHEDULED is QUEUED with
+    ``due_after`` set; ``due_before``/``due_after`` split QUEUED from SCHEDULED."""
 
     queue: str | None = None
-    status: str | None = None
+    status: Status | None = None
     task: str | None = None
     due_before: float | None = None  #: scheduled_at <= this
     due_after: float | None = None  #: scheduled_at > this
@@ -60,90 +42,132 @@ class JobQuery(msgspec.Struct, kw_only=True):
     offset: int = 0
 
 
-class Rescued(msgspec.Struct):
-    """What one maintenance pass changed."""
+class JobStore(Protocol):
+    """Jobs: enqueue, claim, leases, outcomes, reads and control."""
 
-    requeued: list[str]  #: leases ran out: back to the queue, no retry used
-    aborted: list[str]  #: ran past timeout + margin: failed with exit code 130 or retried
-
-
-class Backend(Protocol):
-    """A job store. Implementations: sqlite.SQLiteBackend, postgres.PostgresBackend.
-
-    Server stores raise ``StoreUnavailable`` (a ``StoreError``) when the server cannot be
-    reached; the same call may succeed later, and the worker retries it with back-off."""
-
-    url: str
-
-    def setup(self, migrate: bool = True) -> list[str]:
-        """Create or migrate the schema; safe to call from many processes at once. With
-        ``migrate`` False a server store only checks its schema is current (StoreError if not);
-        SQLite always creates its schema (one file, nothing to coordinate). Returns the names
-        of the migrations applied, if any."""
-
-    def close(self) -> None:
-        """Release connections."""
-
-    # producers --------------------------------------------------------------
+    # producers ----------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob], now: float, connection: Any = None) -> list[Job]:
-        """Insert jobs in one transaction; for a key already held by an unfinished job,
-        return that job instead. Raises DuplicateJob for a taken id (nothing inserted).
+        """Insert jobs in one transaction, committed durably; for a key already held by an
+        unfinished job, return that job instead. Raises DuplicateJob for a taken id (nothing
+        inserted).
 
         ``connection``: the caller's own open database connection (psycopg.Connection for
         PostgreSQL, sqlite3.Connection on the same file for SQLite). The jobs are then written
         inside that connection's current transaction, under a savepoint, and exist only if the
         caller commits it (transactional enqueue); a connection in autocommit mode with no
         transaction open gets a transaction of its own, committed at once."""
+        ...
 
-    # workers ----------------------------------------------------------------
+    # workers ------------------------------------------------------------------
     def claim(self, queues: Sequence[str], worker_id: str, limit: int, lease: float, now: float) -> list[Job]:
         """Atomically take up to ``limit`` due jobs (priority, due time, insertion order),
         mark them RUNNING with a fresh token each, a lease until now + lease, attempts + 1."""
+        ...
 
-    def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
-        """Block until new work may have arrived, a queued job falls due, or ``timeout`` passes.
-        A hint: it may wake early, and the caller then simply claims again."""
+    def start(self, job_id: str, worker_id: str, lease: float, now: float) -> Job | None:
+        """Claim one given QUEUED job (due or not) as ``claim`` would; None if it is not queued.
+        Eager mode runs the job it has just enqueued this way."""
+        ...
+
+    def wait_for_work(self, queues: Sequence[str], timeout: float, now: float) -> None:
+        """Block until new work may have arrived, a queued job falls due, or ``timeout`` seconds
+        pass (``now`` says what time it is, to tell when the next job falls due). A hint: it may
+        wake early, and the caller then simply claims again."""
+        ...
 
     def heartbeat(self, worker_id: str, tokens: Sequence[str], lease: float, now: float) -> set[str]:
         """Extend the leases of the runs this worker holds; return the tokens it no longer owns
         (cancelled, aborted or rescued), whose work the worker must drop."""
+        ...
+
+    def extend_worker_leases(self, worker_ids: Sequence[str], lease: float, now: float) -> int:
+        """Extend the lease of every running job held by these workers to now + lease; returns how
+        many. A supervisor renews its live children's runs this way, from outside, so a child
+        whose task holds the GIL (and so starves its own heartbeat) keeps its jobs."""
+        ...
 
     def progress(self, job_id: str, token: str, percent: float, message: str) -> bool:
         """Record progress of a running job; False if the run is no longer current."""
+        ...
 
     def finish(self, job_id: str, token: str, outcome: Outcome, now: float) -> bool:
-        """Write how a run ended; False (and nothing written) if the run is no longer current."""
+        """Write how a run ended; False (and nothing written) if the run is no longer current
+        (or, with ``outcome.lease_before``, if its lease did not run out before that time)."""
+        ...
 
     def finish_many(self, reports: Sequence[Report], now: float) -> list[bool]:
         """``finish`` for many runs in one transaction (a worker reports in batches);
-        one bool per report, in order."""
+        one bool per report, in order. Each report is atomic on its own."""
+        ...
 
-    # readers and control ------------------------------------------------------
+    def expired(self, now: float, abort_margin: float, limit: int) -> list[Job]:
+        """Up to ``limit`` running jobs whose lease ran out before ``now``, or that have run past
+        their timeout + ``abort_margin``: the leader decides what each does next (rescue, fail
+        as poison, abort) and writes it with ``finish_many``."""
+        ...
+
+    # readers and control --------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
         """The job's full record, or None."""
+        ...
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
         """Jobs matching the filters, newest first."""
+        ...
 
-    def counts(self) -> dict[tuple[str, str], int]:
-        """Number of jobs by (queue, stored status)."""
+    def counts(self, now: float) -> dict[tuple[str, Status], int]:
+        """Number of jobs by (queue, status), where a queued job not due at ``now`` counts as
+        SCHEDULED. Only pairs with at least one job appear."""
+        ...
 
     def cancel(self, job_id: str, now: float) -> Job | None:
         """Cancel a job that has not finished; return it (unchanged if already finished)."""
+        ...
 
     def requeue(self, job_id: str, now: float, reset: bool = False) -> Job | None:
         """Queue a failed or cancelled job again, due now; ``reset`` also zeroes its counters,
         result and error. Raises InvalidTransition if another unfinished job holds its key."""
+        ...
 
-    # leader duties ------------------------------------------------------------
-    def acquire_leader(self, worker_id: str, ttl: float, now: float) -> bool:
-        """Take or keep the leader lock for ``ttl`` seconds; True while this worker holds it."""
 
-    def rescue(self, now: float, abort_margin: float) -> Rescued:
-        """Requeue running jobs whose lease ran out; abort those over timeout + margin."""
+class Locks(Protocol):
+    """Named locks with expiry, safe across processes and hosts. The leader is the holder of
+    the lock named ``leader``."""
+
+    def acquire_lock(self, name: str, owner: str, ttl: float, now: float) -> bool:
+        """Take the lock, or keep it if ``owner`` holds it, until now + ttl. False while another
+        owner holds it unexpired. Never blocks."""
+        ...
+
+    def release_lock(self, name: str, owner: str) -> bool:
+        """Give the lock up if ``owner`` holds it; False if it did not."""
+        ...
+
+
+class Admin(Protocol):
+    """Schema, connections and clean-up."""
+
+    url: str
+
+    def setup(self, migrate: bool = True) -> list[str]:
+        """Create or migrate the schema by its numbered migrations; safe to call from many
+        processes at once. With ``migrate`` False a server store only checks its schema is
+        current (StoreError if not). Returns the names of the migrations applied, if any."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (the store reopens on next use)."""
+        ...
 
     def prune(self, now: float, finished_before: float | None = None) -> int:
         """Delete finished jobs past their expiry (or, if given, all finished before that time)."""
+        ...
 
     def destroy_all(self) -> None:
         """Delete every job and lock (a test hook)."""
+        ...
+
+
+class Backend(JobStore, Locks, Admin, Protocol):
+    """A whole store: every concern. Implementations: sqlite.SQLiteBackend,
+    postgres.PostgresBackend."""

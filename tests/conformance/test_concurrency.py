@@ -13,7 +13,7 @@ from conveyor.backends.base import Outcome, OutcomeKind
 from conveyor.job import Status
 
 from .conftest import OpenStore
-from .test_contract import LEASE, T0, new
+from .jobdata import LEASE, T0, new
 
 JOBS = 600
 
@@ -47,7 +47,7 @@ def test_many_threads_claiming_at_once_never_share_a_job(open_store: OpenStore) 
     claimed = Counter(job_id for ids in results.values() for job_id in ids)
     assert sorted(claimed) == sorted(f"j{i}" for i in range(JOBS))
     assert max(claimed.values()) == 1, f"handed out twice: {[k for k, v in claimed.items() if v > 1]}"
-    assert stores[0].counts() == {("q", "succeeded"): JOBS // 2, ("r", "succeeded"): JOBS // 2}
+    assert stores[0].counts(T0) == {("q", Status.SUCCEEDED): JOBS // 2, ("r", Status.SUCCEEDED): JOBS // 2}
 
 
 def _process_main(url: str, name: str, start: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]

@@ -1,8 +1,10 @@
-"""What only the PostgreSQL store has: migrations, the claim's index plan, connection settings."""
+"""What only the PostgreSQL store has: migrations (an upgrade from schema 1 among them), the
+claim's index plan, connection settings, its insert statements' parameters."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +20,10 @@ psycopg = pytest.importorskip("psycopg")
 
 from conftest import throwaway_database  # noqa: E402
 
+from conveyor.backends.base import Outcome, OutcomeKind  # noqa: E402
+from conveyor.backends.columns import INSERT_COLUMNS  # noqa: E402
 from conveyor.backends.postgres import PostgresBackend, migrations, queries  # noqa: E402
+from conveyor.job import Status  # noqa: E402
 
 #: Jobs waiting when the claim's plan is checked ("fast with a million jobs waiting").
 CLAIM_PLAN_ROWS = 1_000_000
@@ -35,7 +40,7 @@ def test_the_migrate_command_applies_then_reports_up_to_date(empty_database: str
     runner = CliRunner()
     first = runner.invoke(main, ["migrate", "--url", empty_database], catch_exceptions=False)
     assert first.exit_code == 0, first.output
-    assert first.output.split() == ["applied", *(name for _, name, _ in migrations())]
+    assert first.output.strip() == "applied " + ", ".join(name for _, name, _ in migrations())
     again = runner.invoke(main, ["migrate", "--url", empty_database], catch_exceptions=False)
     assert again.output.strip() == "schema is up to date"
     store = PostgresBackend(empty_database, migrate=False)
@@ -73,6 +78,62 @@ def test_migrate_is_idempotent_and_safe_from_many_processes_at_once(empty_databa
         ]
     for store in stores:
         store.close()
+
+
+def _apply_schema_1(url: str) -> None:
+    """What the previous release's ``conveyor migrate`` left: migration 0001 and its record."""
+    version, name, sql = migrations()[0]
+    assert version == 1
+    q = queries()
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute(q["create_migrations_table"])
+        conn.execute(sql.encode())
+        conn.execute(q["record_migration"], {"version": version, "name": name})
+
+
+def test_a_schema_1_database_upgrades_in_place_and_keeps_its_jobs(empty_database: str) -> None:
+    _apply_schema_1(empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        # Jobs as the previous release wrote them: one waiting, one running, one finished.
+        conn.execute(
+            """
+            INSERT INTO conveyor_jobs (id, task, queue, priority, args, kwargs, status, created_at, scheduled_at,
+                                       attempts, token, worker_id, lease_expires_at, result, key)
+            VALUES ('waiting', 't', 'q', 2, '[1, "two"]', '{"x": 3}', 'queued', 10, 10, 0, NULL, NULL, NULL, NULL,
+                    'k1'),
+                   ('running', 't', 'q', 2, '[]', '{}', 'running', 10, 10, 1, 'tok', 'w0', 40, NULL, NULL),
+                   ('done', 't', 'q', 2, '[]', '{}', 'succeeded', 10, 10, 1, NULL, 'w0', NULL, '{"r": [1.5]}', NULL)
+            """
+        )
+    store = PostgresBackend(empty_database, migrate=False)
+    with pytest.raises(StoreError, match="conveyor migrate"):
+        store.setup(migrate=False)  # schema 1 is not current: refused with the fix
+    assert store.setup() == [name for version, name, _ in migrations() if version > 1]
+    assert store.schema_version() == migrations()[-1][0]
+
+    waiting, running, done = (store.get(job_id) for job_id in ("waiting", "running", "done"))
+    assert waiting is not None and running is not None and done is not None
+    assert (waiting.status, waiting.args, waiting.kwargs, waiting.key, waiting.rescues) == (
+        Status.QUEUED, [1, "two"], {"x": 3}, "k1", 0,
+    )  # fmt: skip
+    assert (running.status, running.token, running.worker_id, running.rescues) == (Status.RUNNING, "tok", "w0", 0)
+    assert (done.status, done.result) == (Status.SUCCEEDED, {"r": [1.5]})
+    # The upgraded schema does what schema 2 adds: rescues are counted, locks taken.
+    assert [job.id for job in store.expired(now=50, abort_margin=5, limit=10)] == ["running"]
+    assert store.finish("running", "tok", Outcome(kind=OutcomeKind.RESCUED, lease_before=50), now=50)
+    rescued = store.get("running")
+    assert rescued is not None and (rescued.status, rescued.rescues, rescued.retries) == (Status.QUEUED, 1, 0)
+    assert store.acquire_lock("leader", "w1", ttl=10, now=50)
+    assert not store.acquire_lock("leader", "w2", ttl=10, now=55)
+    store.close()
+
+
+def test_the_insert_statements_write_every_insert_column() -> None:
+    """``insert`` and ``insert_many`` list their VALUES by hand (one parameter per column, with
+    the casts PostgreSQL needs): a column added to the registry must appear in both."""
+    names = {column.name for column in INSERT_COLUMNS}
+    for statement in ("insert", "insert_many"):
+        assert set(re.findall(r"%\((\w+)\)s", queries()[statement])) == names, statement
 
 
 def test_without_migrate_an_empty_database_is_refused_with_the_fix(empty_database: str) -> None:

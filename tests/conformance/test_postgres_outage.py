@@ -1,29 +1,27 @@
 """The database goes away mid-drain and comes back: nothing is lost, nothing runs twice.
 
-Three worker processes (each with its own connection pool, as separate hosts would have)
+Three worker processes (each with its own connection pools, as separate hosts would have)
 drain a queue while the PostgreSQL server is restarted under them. Afterwards every job has
 succeeded and every task body ran exactly once.
 
-This restarts the server, so it runs only where the test may: set CONVEYOR_TEST_PG_RESTART to
-the command (default, when ``pg_ctlcluster`` exists and the server is local:
-``pg_ctlcluster --skip-systemctl-redirect <version> main restart``).
+The server is one of the test's own (tests/pg_instance.py: initdb into a temporary directory,
+a free port), so restarting it disturbs no other test or user of the machine's server.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
-import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import POSTGRES_ADMIN_URL
+from pg_instance import PostgresInstance, postgres_instance
 
 from conveyor import App, Status
 from conveyor.errors import StoreError
@@ -54,19 +52,6 @@ APP = textwrap.dedent(
 )
 
 
-def _restart_command() -> list[str] | None:
-    given = os.environ.get("CONVEYOR_TEST_PG_RESTART")
-    if given:
-        return shlex.split(given)
-    local = "127.0.0.1" in POSTGRES_ADMIN_URL or "localhost" in POSTGRES_ADMIN_URL
-    if shutil.which("pg_ctlcluster") is None or not local:
-        return None
-    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
-    if not versions:
-        return None
-    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"]
-
-
 def _server_start(url: str) -> object:
     """When the PostgreSQL server started: changes with every restart."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -85,12 +70,17 @@ def _counts(app: App) -> dict[str, int]:
     raise AssertionError("the store did not come back")
 
 
+@pytest.fixture
+def server() -> Iterator[PostgresInstance]:
+    """A PostgreSQL server of this test's own, free to restart."""
+    with postgres_instance() as instance:
+        yield instance
+
+
 def test_a_server_restart_during_a_drain_loses_nothing_and_runs_nothing_twice(
-    postgres_url: str, tmp_path: Path
+    server: PostgresInstance, tmp_path: Path
 ) -> None:
-    restart = _restart_command()
-    if restart is None:
-        pytest.skip("no way to restart the PostgreSQL server here: set CONVEYOR_TEST_PG_RESTART")
+    postgres_url = server.url
     (tmp_path / "outage_app.py").write_text(APP)
     log = tmp_path / "ran.txt"
     env = {**os.environ, "CONVEYOR_URL": postgres_url, "OUTAGE_LOG": str(log), "PYTHONUNBUFFERED": "1"}
@@ -112,7 +102,9 @@ def test_a_server_restart_during_a_drain_loses_nothing_and_runs_nothing_twice(
             assert time.monotonic() < deadline, "the workers did not start draining"
             time.sleep(0.05)
         started_before = _server_start(postgres_url)
-        subprocess.run(restart, check=True, capture_output=True, timeout=60)  # the outage
+        server.stop()  # the outage: long enough that calls in flight fail and are retried
+        time.sleep(1.5)
+        server.start()
         assert _counts(app).get("succeeded", 0) < JOBS, "the drain ended before the outage: make tasks longer"
         deadline = time.monotonic() + 120
         while _counts(app).get("succeeded", 0) < JOBS:
@@ -127,8 +119,8 @@ def test_a_server_restart_during_a_drain_loses_nothing_and_runs_nothing_twice(
         assert sorted(job.result for job in jobs) == list(range(JOBS))
         logs = "".join((tmp_path / f"worker-{n}.log").read_text(errors="replace") for n in range(3))
         assert _server_start(postgres_url) != started_before, "the server was not restarted"
-        # Workers see the outage (their LISTEN and leader sessions are cut; calls in flight fail
-        # or wait for the pool to reconnect) and say so.
+        # Workers see the outage (their LISTEN sessions are cut; calls in flight fail or wait
+        # for the pools to reconnect) and say so.
         assert any(word in logs for word in ("unreachable", "lost", "failed")), logs
     finally:
         for proc, _ in workers:

@@ -95,6 +95,35 @@ APP_SOURCE = textwrap.dedent(
     @app.task(name="whoami")
     def whoami():
         return os.getpid()
+
+
+    @app.task(name="poison")
+    def poison(tag):
+        """Kill its own process every time (as a segfault or the OOM killer would)."""
+        mark(tag, f"run {os.getpid()}")
+        os._exit(1)
+
+
+    @app.task(name="busy")
+    def busy(tag, seconds):
+        """Hold the GIL for about ``seconds`` in one C call (a catastrophic-backtracking match,
+        calibrated here: each extra character doubles its time), starving every other thread."""
+        import math
+        import re
+
+        mark(tag, f"started {os.getpid()}")
+        pattern = re.compile(r"(a+)+$")
+        n, took = 12, 0.0
+        while took < 0.02:
+            n += 1
+            begun = time.perf_counter()
+            pattern.match("a" * n + "b")
+            took = time.perf_counter() - begun
+        n += max(0, math.ceil(math.log2(seconds / took)))
+        begun = time.perf_counter()
+        pattern.match("a" * n + "b")
+        mark(tag, f"done {time.perf_counter() - begun:.2f} {os.getpid()}")
+        return tag
     '''
 )
 
@@ -118,6 +147,12 @@ def _client_app(url: str) -> App:
     @app.task(name="whoami")
     def whoami() -> Any: ...
 
+    @app.task(name="poison")
+    def poison(tag: str) -> Any: ...
+
+    @app.task(name="busy")
+    def busy(tag: str, seconds: float) -> Any: ...
+
     return app
 
 
@@ -129,7 +164,7 @@ def open_store(url: str, barrier: Any, results: Any) -> None:
         backend = open_backend(url)  # imported and built before the barrier: only the opening races
         barrier.wait(30)
         backend.setup()
-        backend.counts()
+        backend.counts(time.time())
         results.put("ok")
     except BaseException as exc:
         results.put(repr(exc))

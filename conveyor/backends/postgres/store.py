@@ -9,11 +9,11 @@ outcomes); what PostgreSQL adds is how it scales:
   flush (docs/postgres.md says why that is safe);
 * idle workers ``LISTEN`` on channel ``conveyor_jobs``; a trigger notifies it whenever a job
   becomes claimable, in the same transaction, so a wake-up never precedes the commit;
-* the leader holds a session-level advisory lock on a connection of its own; the server
-  drops it when that connection dies (or stays idle past the leader's ttl), handing over;
-* the schema is built by the versioned ``.sql`` migrations in ``sql/postgres/migrations``,
+* named locks (the leader's among them) are rows of ``conveyor_locks`` with an expiry, taken
+  or renewed by one upsert, as on SQLite;
+* the schema is built by the versioned ``.sql`` migrations in ``postgres/migrations``,
   applied under a transaction-scoped advisory lock, so concurrent ``conveyor migrate`` runs
-  are safe; every statement lives in ``sql/postgres/queries.sql``.
+  are safe; every statement lives in ``postgres/queries.sql``.
 
 Connection-level failures raise :class:`~conveyor.errors.StoreUnavailable`, which the worker
 retries with back-off. See docs/postgres.md for the schema and docs/deployment.md for sizing.
@@ -21,8 +21,8 @@ retries with back-off. See docs/postgres.md for the schema and docs/deployment.m
 URL: ``postgresql://user:password@host:port/dbname?pool_max=10``. Query parameters
 ``pool_min`` (default 1), ``pool_max`` (default 10) and ``pool_timeout`` (seconds to wait for a
 connection, default 10) size this process's pools; every other parameter goes to libpq.
-Connections and the two dedicated sessions (LISTEN, leader lock) are in postgres_connections.py;
-the statements and migrations are read by postgres_sql.py.
+Connections and the LISTEN session are in connections.py; the statements and migrations are
+read by conveyor.backends.sql_files.
 """
 
 from __future__ import annotations
@@ -43,49 +43,41 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .. import codec
-from ..errors import DuplicateJob, InvalidTransition, StoreError, StoreUnavailable
-from ..job import Job, NewJob, Priority
-from .base import JobQuery, Outcome, OutcomeKind, Report, Rescued
-from .postgres_connections import Connection, LeaderLock, Listener, check_on_checkout, split_url, worker_session
-from .postgres_sql import migrations, queries
-from .rows import finish_params, insert_row, new_job_record, row_to_job
+from ... import codec
+from ...errors import DuplicateJob, InvalidTransition, StoreError, StoreUnavailable
+from ...job import Job, NewJob, Priority, Status
+from .. import sql_files
+from ..base import JobQuery, Outcome, OutcomeKind, Report
+from ..columns import INSERT_COLUMNS, insert_params, insert_row, new_job_record, row_to_job
+from ..rows import FINISH_STATEMENTS, finish_params
+from .connections import Connection, Listener, check_on_checkout, split_url, worker_session
 
 log = logging.getLogger("conveyor.postgres")
 
-FINISH = {
-    OutcomeKind.SUCCEEDED: "finish_succeeded",
-    OutcomeKind.FAILED: "finish_failed",
-    OutcomeKind.RETRY: "finish_retry",
-    OutcomeKind.RELEASED: "finish_released",
-    OutcomeKind.DISCARDED: "finish_discarded",
-}
 _DUPLICATE_ID = re.compile(r"Key \(id\)=\((.*)\) already exists")
 
 
-#: The parameter names of the ``insert`` statement, in ``rows.insert_row``'s order.
-_INSERT_PARAMS = (
-    "id", "task", "queue", "priority", "args", "kwargs", "now", "scheduled_at", "max_retries", "timeout",
-    "key", "result_ttl", "stages",
-)  # fmt: skip
+def queries() -> dict[str, str]:
+    """This store's named statements (postgres/queries.sql)."""
+    return sql_files.queries("postgres")
 
 
-def _params_of(new: NewJob, now: float) -> dict[str, Any]:
-    """The parameters of ``insert`` for one job."""
-    return dict(zip(_INSERT_PARAMS, insert_row(new, now), strict=True))
+def migrations() -> list[tuple[int, str, str]]:
+    """This store's schema migrations (postgres/migrations), oldest first."""
+    return sql_files.migrations("postgres")
 
 
 def _columns_of(jobs: Sequence[NewJob], now: float) -> dict[str, Any]:
-    """The parameters of ``insert_many``: one array per column, under insert's names."""
+    """The parameters of ``insert_many``: one array per insert column, under insert's names."""
     columns = zip(*(insert_row(new, now) for new in jobs), strict=True)
-    return {**{name: list(column) for name, column in zip(_INSERT_PARAMS, columns, strict=True)}, "now": now}
+    return {c.name: list(values) for c, values in zip(INSERT_COLUMNS, columns, strict=True)}
 
 
 class PostgresBackend:
     """A job store in a PostgreSQL database: one table, ``conveyor_jobs``, and its indexes.
 
-    One instance per process: a connection pool for the store's steps, plus two connections
-    of its own opened on demand, one to LISTEN for wake-ups and one to hold the leader lock.
+    One instance per process: two connection pools for the store's steps (one for a worker's
+    own bookkeeping), plus a connection of its own opened on demand to LISTEN for wake-ups.
     ``migrate``: create or upgrade the schema in ``setup``; False only checks it is current.
     """
 
@@ -103,9 +95,7 @@ class PostgresBackend:
         self._pid = os.getpid()
         self._pool_lock = threading.Lock()
         self._ready = False
-        self._lock_key = 0
         self._listener = Listener(self._connect, self._where)
-        self._leader = LeaderLock(self._connect, self._where)
 
     def __repr__(self) -> str:
         return f"<PostgresBackend {self._where}>"
@@ -153,11 +143,10 @@ class PostgresBackend:
         if self._pid != os.getpid():
             self._pool = self._worker_pool = None
             self._listener = Listener(self._connect, self._where)
-            self._leader = LeaderLock(self._connect, self._where)
             self._pid = os.getpid()
 
     def _connect(self) -> Connection:
-        """A connection outside the pool (listener, leader); autocommit."""
+        """A connection outside the pools (the listener's); autocommit."""
         return psycopg.connect(self.conninfo, autocommit=True, application_name="conveyor", connect_timeout=5)
 
     @contextmanager
@@ -186,9 +175,8 @@ class PostgresBackend:
 
     # schema ------------------------------------------------------------------------------
     def setup(self, migrate: bool = True) -> list[str]:
-        """Apply pending migrations (``migrate``), or check that none is pending; then remember
-        the leader lock's key. Safe to run from many processes and hosts at once. Returns the
-        migrations applied."""
+        """Apply pending migrations (``migrate``), or check that none is pending. Safe to run
+        from many processes and hosts at once. Returns the migrations applied."""
         applied = []
         if migrate:
             applied = self.migrate()
@@ -199,10 +187,6 @@ class PostgresBackend:
                     f"PostgreSQL at {self._where} has conveyor schema version {current}, this conveyor needs"
                     f" {latest}: run `conveyor migrate --url ...`"
                 )
-        with self._errors("set-up"), self._get_pool().connection() as conn:
-            oid = conn.execute(queries()["jobs_table_oid"]).fetchone()
-        assert oid is not None
-        self._lock_key = int(oid[0]) & 0x7FFFFFFF
         self._ready = True
         return applied
 
@@ -246,8 +230,7 @@ class PostgresBackend:
         return applied
 
     def close(self) -> None:
-        """Close the pool and the listener and leader connections (which releases the lock).
-        The store reopens on next use."""
+        """Close the pools and the listener's connection. The store reopens on next use."""
         self._forget_parent()  # a forked child must not close its parent's sockets
         with self._pool_lock:
             pools, self._pool, self._worker_pool = [self._pool, self._worker_pool], None, None
@@ -255,7 +238,6 @@ class PostgresBackend:
             if pool is not None:
                 pool.close()
         self._listener.close()
-        self._leader.release()
 
     # producers ---------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob], now: float, connection: Any = None) -> list[Job]:
@@ -309,7 +291,7 @@ class PostgresBackend:
             except pg_errors.UniqueViolation as exc:
                 raise self._duplicate(exc, jobs) from exc
             return [new_job_record(new, now) for new in jobs]
-        params = [_params_of(new, now) for new in jobs]
+        params = [insert_params(new, now) for new in jobs]
         with conn.cursor(row_factory=tuple_row) as cur:
             try:
                 if len(params) == 1:  # a plain round trip: no pipeline to set up and sync
@@ -352,25 +334,32 @@ class PostgresBackend:
         params = {"queues": list(queues), "worker_id": worker_id, "limit": limit, "now": now, "until": now + lease}
         with self._conn("claim", worker=True) as conn:
             rows = conn.execute(queries()["claim"], params).fetchall()
-        rows.sort(key=lambda row: (-row[4], row[9], row[0]))  # priority, due time, insertion
-        return [row_to_job(row[1:]) for row in rows]
+        claimed = [(row[0], row_to_job(row[1:])) for row in rows]
+        claimed.sort(key=lambda c: (-c[1].priority, c[1].scheduled_at, c[0]))  # priority, due time, insertion
+        return [job for _, job in claimed]
 
-    def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+    def start(self, job_id: str, worker_id: str, lease: float, now: float) -> Job | None:
+        params = {"id": job_id, "worker_id": worker_id, "now": now, "until": now + lease}
+        with self._conn("start", worker=True) as conn:
+            row = conn.execute(queries()["start"], params).fetchone()
+        return None if row is None else row_to_job(row)
+
+    def wait_for_work(self, queues: Sequence[str], timeout: float, now: float) -> None:
         """LISTEN for a notification naming one of ``queues``, or until the next queued job of
-        them falls due, or ``timeout``. Never raises: with the database away it sleeps the
-        timeout out (the slow poll), and listens again once it is back."""
-        deadline = time.monotonic() + max(0.0, timeout)
+        them falls due (by ``now``), or ``timeout``. Never raises: with the database away it
+        sleeps the timeout out (the slow poll), and listens again once it is back."""
+        wait = max(0.0, timeout)
         try:
             with self._conn("finding the next due job") as conn:
                 row = conn.execute(
                     queries()["next_due"], {"queues": list(queues), "priorities": [int(p) for p in Priority]}
                 ).fetchone()
             if row is not None and row[0] is not None:
-                deadline = min(deadline, time.monotonic() + max(0.0, row[0] - time.time()))
+                wait = min(wait, max(0.0, row[0] - now))
         except StoreError as exc:
             log.debug("wait_for_work: %s", exc)
         self._forget_parent()
-        self._listener.wait(set(queues), deadline)
+        self._listener.wait(set(queues), time.monotonic() + wait)
 
     def heartbeat(self, worker_id: str, tokens: Sequence[str], lease: float, now: float) -> set[str]:
         if not tokens:
@@ -379,6 +368,13 @@ class PostgresBackend:
         with self._conn("heartbeat", worker=True) as conn:
             kept = {row[0] for row in conn.execute(queries()["extend_leases"], params).fetchall()}
         return set(tokens) - kept
+
+    def extend_worker_leases(self, worker_ids: Sequence[str], lease: float, now: float) -> int:
+        if not worker_ids:
+            return 0
+        params = {"until": now + lease, "worker_ids": list(worker_ids)}
+        with self._conn("extend worker leases", worker=True) as conn:
+            return conn.execute(queries()["extend_worker_leases"], params).rowcount
 
     def progress(self, job_id: str, token: str, percent: float, message: str) -> bool:
         """Record progress; False if the run is no longer current. Progress is a hint: while the
@@ -395,11 +391,16 @@ class PostgresBackend:
         return self.finish_many([Report(job_id, token, outcome)], now)[0]
 
     def finish_many(self, reports: Sequence[Report], now: float) -> list[bool]:
-        """Successes, the common case, in one statement; any other outcome in one of its own.
-        Each report is atomic on its own: no report depends on another of the batch."""
+        """Successes, the common case, in one statement; any other outcome (or a success guarded
+        by ``lease_before``) in one of its own. Each report is atomic on its own: no report
+        depends on another of the batch."""
         q = queries()
         done: dict[int, bool] = {}
-        succeeded = [i for i, r in enumerate(reports) if r.outcome.kind is OutcomeKind.SUCCEEDED]
+        succeeded = [
+            i
+            for i, r in enumerate(reports)
+            if r.outcome.kind is OutcomeKind.SUCCEEDED and r.outcome.lease_before is None
+        ]
         with self._conn("finish", worker=True) as conn:
             if succeeded:
                 batch = [reports[i] for i in succeeded]
@@ -413,8 +414,15 @@ class PostgresBackend:
                 done.update((i, reports[i].token in written) for i in succeeded)
             for i, report in enumerate(reports):
                 if i not in done:
-                    done[i] = conn.execute(q[FINISH[report.outcome.kind]], finish_params(report, now)).rowcount == 1
+                    statement = q[FINISH_STATEMENTS[report.outcome.kind]]
+                    done[i] = conn.execute(statement, finish_params(report, now)).rowcount == 1
         return [done[i] for i in range(len(reports))]
+
+    def expired(self, now: float, abort_margin: float, limit: int) -> list[Job]:
+        params = {"now": now, "margin": abort_margin, "limit": limit}
+        with self._conn("expired") as conn:
+            rows = conn.execute(queries()["expired"], params).fetchall()
+        return [row_to_job(row) for row in rows]
 
     # readers and control -------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
@@ -424,17 +432,22 @@ class PostgresBackend:
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
         params = {
-            "queue": query.queue, "status": query.status, "task": query.task, "due_before": query.due_before,
-            "due_after": query.due_after, "limit": query.limit, "offset": query.offset,
-        }  # fmt: skip
+            "queue": query.queue,
+            "status": None if query.status is None else query.status.value,
+            "task": query.task,
+            "due_before": query.due_before,
+            "due_after": query.due_after,
+            "limit": query.limit,
+            "offset": query.offset,
+        }
         with self._conn("list jobs") as conn:
             rows = conn.execute(queries()["list_jobs"], params).fetchall()
         return [row_to_job(row) for row in rows]
 
-    def counts(self) -> dict[tuple[str, str], int]:
+    def counts(self, now: float) -> dict[tuple[str, Status], int]:
         with self._conn("counts") as conn:
-            rows = conn.execute(queries()["counts"]).fetchall()
-        return {(queue, status): int(n) for queue, status, n in rows}
+            rows = conn.execute(queries()["counts"], {"now": now}).fetchall()
+        return {(queue, Status(status)): int(n) for queue, status, n in rows}
 
     def cancel(self, job_id: str, now: float) -> Job | None:
         with self._conn("cancel") as conn:
@@ -454,23 +467,17 @@ class PostgresBackend:
             row = conn.execute(q["get"], {"id": job_id}).fetchone()
         return None if row is None else row_to_job(row)
 
-    # leader duties ---------------------------------------------------------------------------
-    def acquire_leader(self, worker_id: str, ttl: float, now: float) -> bool:
-        """Take or keep the leader lock (see ``LeaderLock.acquire``)."""
-        if not self._ready:
-            self.setup(self.migrate_on_setup)
-        self._forget_parent()
-        return self._leader.acquire(self._lock_key, worker_id, ttl, now)
+    # locks ---------------------------------------------------------------------------------
+    def acquire_lock(self, name: str, owner: str, ttl: float, now: float) -> bool:
+        params = {"name": name, "owner": owner, "until": now + ttl, "now": now}
+        with self._conn("acquire lock") as conn:
+            return conn.execute(queries()["acquire_lock"], params).fetchone() is not None
 
-    def rescue(self, now: float, abort_margin: float) -> Rescued:
-        q = queries()
-        params = {"now": now, "margin": abort_margin}
-        with self._conn("rescue") as conn, conn.transaction():
-            aborted = [row[0] for row in conn.execute(q["abort_overdue_retry"], params)]
-            aborted += [row[0] for row in conn.execute(q["abort_overdue_fail"], params)]
-            requeued = [row[0] for row in conn.execute(q["rescue_expired"], {"now": now})]
-        return Rescued(requeued=requeued, aborted=aborted)
+    def release_lock(self, name: str, owner: str) -> bool:
+        with self._conn("release lock") as conn:
+            return conn.execute(queries()["release_lock"], {"name": name, "owner": owner}).rowcount == 1
 
+    # clean-up --------------------------------------------------------------------------------
     def prune(self, now: float, finished_before: float | None = None) -> int:
         with self._conn("prune") as conn:
             if finished_before is not None:
@@ -479,5 +486,4 @@ class PostgresBackend:
 
     def destroy_all(self) -> None:
         with self._conn("destroy all") as conn:
-            conn.execute(queries()["destroy_all"])
-        self._leader.release()
+            conn.execute(queries()["destroy_all"].encode())  # two statements, no parameters

@@ -1,14 +1,11 @@
-"""The storage contract, method by method, against every store (see conftest.STORES).
-
-Times are injected: every call passes ``now`` (T0 onwards), as the worker does, so a store
-that read its own clock would fail here.
-"""
+"""The JobStore protocol (conveyor/backends/base.py), method by method, against every store
+(see conftest.STORES). Times are injected: every call passes ``now`` (T0 onwards), as the
+worker does, so a store that read its own clock would fail here."""
 
 from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -16,52 +13,14 @@ import pytest
 
 from conveyor import App
 from conveyor.backends import Backend
-from conveyor.backends.base import JobQuery, Outcome, OutcomeKind
+from conveyor.backends.base import JobQuery, Outcome, OutcomeKind, Report
 from conveyor.errors import DuplicateJob, InvalidTransition, JobNotFound
-from conveyor.job import Job, JobError, NewJob, Status
+from conveyor.job import ExitCode, JobError, Status
 
 from .conftest import OpenStore
+from .jobdata import LEASE, T0, claim_one, new, stored, token
 
-T0 = 1_000_000.0
-LEASE = 30.0
-
-
-def new(
-    job_id: str | None = None,
-    *,
-    queue: str = "q",
-    priority: int = 2,
-    due: float = T0,
-    key: str | None = None,
-    max_retries: int = 0,
-    timeout: float | None = None,
-    result_ttl: float | None = 100.0,
-    args: list[Any] | None = None,
-    kwargs: dict[str, Any] | None = None,
-) -> NewJob:
-    """A job to enqueue; ids are unique unless given."""
-    return NewJob(
-        id=job_id or uuid.uuid4().hex, task="tests.task", queue=queue, priority=priority,
-        args=[1, "two"] if args is None else args, kwargs={"x": 3} if kwargs is None else kwargs,
-        scheduled_at=due, max_retries=max_retries, timeout=timeout, key=key, result_ttl=result_ttl,
-    )  # fmt: skip
-
-
-def claim_one(backend: Backend, now: float = T0, queues: tuple[str, ...] = ("q",), worker: str = "w1") -> Job:
-    jobs = backend.claim(queues, worker, 1, LEASE, now)
-    assert len(jobs) == 1, f"expected one job to claim, got {jobs}"
-    return jobs[0]
-
-
-def token(job: Job) -> str:
-    assert job.token is not None
-    return job.token
-
-
-def stored(backend: Backend, job_id: str) -> Job:
-    job = backend.get(job_id)
-    assert job is not None, f"job {job_id} is gone"
-    return job
+TIMEOUT_ERROR = JobError("TimeoutError", "job exceeded its timeout of 5.0 s", "")
 
 
 # enqueue ---------------------------------------------------------------------------------------
@@ -79,6 +38,7 @@ def test_enqueue_stores_every_field_and_get_reads_it_back(backend: Backend) -> N
         assert (record.attempts, record.retries, record.max_retries, record.timeout) == (0, 0, 3, 5.0)
         assert (record.token, record.worker_id, record.result, record.error) == (None, None, None, None)
         assert (record.results, record.stages, record.stage, record.result_ttl) == ([], None, 0, 100.0)
+        assert record.rescues == 0
     assert backend.get("missing") is None
 
 
@@ -118,10 +78,10 @@ def test_concurrent_enqueues_of_one_key_make_one_job(open_store: OpenStore) -> N
     for thread in threads:
         thread.join()
     assert len(ids) == 8 and len(set(ids)) == 1
-    assert sum(stores[0].counts().values()) == 1
+    assert sum(stores[0].counts(T0).values()) == 1
 
 
-# claim -----------------------------------------------------------------------------------------
+# claim, start ------------------------------------------------------------------------------------
 def test_claim_order_is_priority_then_due_time_then_insertion(backend: Backend) -> None:
     backend.enqueue([new("low", priority=1, due=T0 - 9)], T0)
     backend.enqueue([new("late", due=T0 - 1), new("fifo1", due=T0 - 5), new("fifo2", due=T0 - 5)], T0)
@@ -164,6 +124,24 @@ def test_a_claimed_job_is_running_with_a_fresh_token_and_a_lease(backend: Backen
     backend.finish("a", token(job), Outcome(kind=OutcomeKind.RELEASED), T0)
     second = claim_one(backend, now=T0 + 1)
     assert second.attempts == 2 and second.token != job.token
+
+
+def test_start_claims_one_given_queued_job_due_or_not(backend: Backend) -> None:
+    backend.enqueue([new("later", due=T0 + 100), new("other")], T0)
+    job = backend.start("later", "eager", LEASE, T0)
+    assert job is not None
+    again = stored(backend, "later")
+    for record in (job, again):
+        assert (record.status, record.worker_id, record.attempts) == (Status.RUNNING, "eager", 1)
+        assert (record.started_at, record.lease_expires_at) == (T0, T0 + LEASE)
+        assert record.token == job.token and record.token
+    assert backend.start("later", "eager", LEASE, T0) is None  # already running
+    assert backend.start("missing", "eager", LEASE, T0) is None
+    backend.cancel("other", T0)
+    assert backend.start("other", "eager", LEASE, T0) is None  # not queued
+    assert backend.claim(["q"], "w1", 10, LEASE, T0 + 200) == []  # started jobs are not claimed again
+    assert backend.finish("later", token(job), Outcome(kind=OutcomeKind.SUCCEEDED, result="inline"), T0 + 1)
+    assert stored(backend, "later").result == "inline"
 
 
 # finish ----------------------------------------------------------------------------------------
@@ -212,6 +190,22 @@ def test_release_hands_the_job_back_without_using_a_retry(backend: Backend) -> N
     assert backend.finish("a", token(job), Outcome(kind=OutcomeKind.RELEASED), T0 + 1)
     back = stored(backend, "a")
     assert (back.status, back.retries, back.attempts, back.scheduled_at, back.token) == (Status.QUEUED, 0, 1, T0, None)
+    assert back.rescues == 0
+
+
+def test_rescued_queues_again_counting_a_rescue_and_no_retry(backend: Backend) -> None:
+    backend.enqueue([new("a", max_retries=1, due=T0 - 3)], T0 - 3)
+    first = claim_one(backend)
+    rescue = Outcome(kind=OutcomeKind.RESCUED, lease_before=T0 + LEASE + 1)
+    assert backend.finish("a", token(first), rescue, T0 + LEASE + 1)
+    back = stored(backend, "a")
+    assert (back.status, back.rescues, back.retries, back.attempts) == (Status.QUEUED, 1, 0, 1)
+    assert (back.token, back.lease_expires_at, back.scheduled_at, back.finished_at) == (None, None, T0 - 3, None)
+    second = claim_one(backend, now=T0 + LEASE + 2)
+    assert (second.attempts, second.rescues) == (2, 1)
+    rescue = Outcome(kind=OutcomeKind.RESCUED, lease_before=T0 + 2 * LEASE + 3)
+    assert backend.finish("a", token(second), rescue, T0 + 2 * LEASE + 3)
+    assert (stored(backend, "a").rescues, stored(backend, "a").retries) == (2, 0)
 
 
 def test_discard_deletes_the_job(backend: Backend) -> None:
@@ -221,11 +215,29 @@ def test_discard_deletes_the_job(backend: Backend) -> None:
     assert backend.get("a") is None
 
 
+def test_finish_many_writes_each_report_on_its_own_in_order(backend: Backend) -> None:
+    backend.enqueue([new("a"), new("b"), new("c")], T0)
+    a, b, c = backend.claim(["q"], "w1", 3, LEASE, T0)
+    backend.cancel(b.id, T0 + 1)  # b's run is no longer current
+    reports = [
+        Report(a.id, token(a), Outcome(kind=OutcomeKind.SUCCEEDED, result="a")),
+        Report(b.id, token(b), Outcome(kind=OutcomeKind.SUCCEEDED, result="b")),
+        Report(c.id, token(c), Outcome(kind=OutcomeKind.FAILED, error=JobError("E", "c"), exit_code=1)),
+    ]
+    assert backend.finish_many(reports, T0 + 2) == [True, False, True]
+    assert [stored(backend, j.id).status for j in (a, b, c)] == [Status.SUCCEEDED, Status.CANCELLED, Status.FAILED]
+    assert stored(backend, b.id).result is None
+    assert backend.finish_many([], T0) == []
+
+
 # fencing ---------------------------------------------------------------------------------------
 def test_a_stale_run_can_write_nothing(backend: Backend) -> None:
     backend.enqueue([new("a")], T0)
     stale = claim_one(backend)
-    assert backend.rescue(T0 + LEASE + 1, abort_margin=LEASE).requeued == ["a"]
+    expired = backend.expired(T0 + LEASE + 1, abort_margin=LEASE, limit=100)
+    assert [job.id for job in expired] == ["a"] and expired[0].token == stale.token
+    rescue = Report("a", token(stale), Outcome(kind=OutcomeKind.RESCUED, lease_before=T0 + LEASE + 1))
+    assert backend.finish_many([rescue], T0 + LEASE + 1) == [True]
     current = claim_one(backend, now=T0 + LEASE + 2, worker="w2")
     assert current.attempts == 2 and current.token != stale.token
     for kind in OutcomeKind:
@@ -234,8 +246,8 @@ def test_a_stale_run_can_write_nothing(backend: Backend) -> None:
     assert backend.progress("a", token(stale), 99.0, "stale") is False
     assert backend.heartbeat("w1", [token(stale)], LEASE, T0 + 50) == {token(stale)}
     now = stored(backend, "a")
-    assert (now.status, now.token, now.worker_id, now.progress, now.result) == (
-        Status.RUNNING, current.token, "w2", 0.0, None,
+    assert (now.status, now.token, now.worker_id, now.progress, now.result, now.rescues) == (
+        Status.RUNNING, current.token, "w2", 0.0, None, 1,
     )  # fmt: skip
     assert backend.finish("a", token(current), Outcome(kind=OutcomeKind.SUCCEEDED, result="fresh"), T0 + 51)
     assert stored(backend, "a").result == "fresh"
@@ -249,7 +261,30 @@ def test_a_finished_run_cannot_finish_twice(backend: Backend) -> None:
     assert stored(backend, "a").results == [1]
 
 
-# heartbeat, progress -------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", list(OutcomeKind))
+def test_lease_before_writes_nothing_when_the_lease_was_renewed_meanwhile(backend: Backend, kind: OutcomeKind) -> None:
+    backend.enqueue([new("renewed"), new("lapsed")], T0)
+    renewed, lapsed = backend.claim(["q"], "w1", 2, LEASE, T0)
+    seen_expired_at = T0 + LEASE + 1  # the leader saw both leases run out ...
+    assert {j.id for j in backend.expired(seen_expired_at, LEASE, 10)} == {"renewed", "lapsed"}
+    assert backend.heartbeat("w1", [token(renewed)], LEASE, seen_expired_at) == set()  # ... then one was renewed
+    outcome = Outcome(
+        kind=kind, result="leader", error=JobError("E", "died"), exit_code=ExitCode.WORKER_DIED,
+        retry_at=seen_expired_at, lease_before=seen_expired_at,
+    )  # fmt: skip
+    written = backend.finish_many(
+        [Report(renewed.id, token(renewed), outcome), Report(lapsed.id, token(lapsed), outcome)], seen_expired_at
+    )
+    assert written == [False, True]
+    kept = stored(backend, "renewed")
+    assert (kept.status, kept.token, kept.rescues, kept.retries) == (Status.RUNNING, renewed.token, 0, 0)
+    assert kept.lease_expires_at == seen_expired_at + LEASE
+    after = backend.get("lapsed")
+    assert after is None if kind is OutcomeKind.DISCARDED else after is not None and after.token is None
+    assert backend.finish("renewed", token(renewed), Outcome(kind=OutcomeKind.SUCCEEDED, result="w1"), T0 + 40)
+
+
+# heartbeat, leases, progress -------------------------------------------------------------------
 def test_heartbeat_extends_leases_and_reports_runs_no_longer_held(backend: Backend) -> None:
     backend.enqueue([new("a"), new("b"), new("c")], T0)
     a, b, c = backend.claim(["q"], "w1", 3, LEASE, T0)
@@ -260,7 +295,22 @@ def test_heartbeat_extends_leases_and_reports_runs_no_longer_held(backend: Backe
     assert backend.heartbeat("someone-else", [token(c)], 60.0, T0 + 3) == {token(c)}
     assert backend.heartbeat("w1", [], 60.0, T0 + 3) == set()
     backend.heartbeat("w1", [token(a)], 60.0, T0 + 40)
-    assert backend.rescue(T0 + 63, abort_margin=LEASE).requeued == [c.id]
+    assert [job.id for job in backend.expired(T0 + 63, abort_margin=LEASE, limit=100)] == [c.id]
+
+
+def test_extend_worker_leases_renews_only_those_workers_running_jobs(backend: Backend) -> None:
+    backend.enqueue([new(name) for name in ("a1", "a2", "b1", "c1", "a3")], T0)
+    for worker, count in (("wa", 2), ("wb", 1), ("wc", 1)):
+        backend.claim(["q"], worker, count, LEASE, T0)
+    a3 = claim_one(backend, worker="wa")
+    backend.finish("a3", token(a3), Outcome(kind=OutcomeKind.SUCCEEDED), T0 + 1)
+    assert backend.extend_worker_leases(["wa", "wc"], 100.0, T0 + 10) == 3
+    leases = {job_id: stored(backend, job_id).lease_expires_at for job_id in ("a1", "a2", "b1", "c1", "a3")}
+    assert leases == {"a1": T0 + 110, "a2": T0 + 110, "b1": T0 + LEASE, "c1": T0 + 110, "a3": None}
+    assert stored(backend, "a3").status is Status.SUCCEEDED
+    assert backend.extend_worker_leases([], 100.0, T0 + 10) == 0
+    assert backend.extend_worker_leases(["nobody"], 100.0, T0 + 10) == 0
+    assert [job.id for job in backend.expired(T0 + LEASE + 1, abort_margin=1000.0, limit=10)] == ["b1"]
 
 
 def test_progress_is_recorded_for_the_current_run(backend: Backend) -> None:
@@ -270,6 +320,50 @@ def test_progress_is_recorded_for_the_current_run(backend: Backend) -> None:
     record = stored(backend, "a")
     assert (record.progress, record.progress_message) == (42.5, "almost half")
     assert backend.progress("a", "not-a-token", 50.0, "") is False
+
+
+# expired runs: the leader's reads, and what it writes ----------------------------------------------
+def test_expired_finds_lapsed_leases_and_overdue_runs_for_the_leader_to_decide(backend: Backend) -> None:
+    backend.enqueue([new("lease"), new("retryable", timeout=5.0, max_retries=1), new("final", timeout=2.5)], T0)
+    backend.enqueue([new("healthy", timeout=1000.0)], T0)
+    jobs = {j.id: j for j in backend.claim(["q"], "w1", 4, LEASE, T0)}
+    backend.heartbeat("w1", [token(jobs[n]) for n in ("retryable", "final", "healthy")], 100.0, T0 + 1)
+    assert backend.expired(T0 + 1, abort_margin=LEASE, limit=100) == []
+    # overdue: started + timeout + margin < now, while every lease still holds (lease: until T0 + 30)
+    assert [j.id for j in backend.expired(T0 + 4, abort_margin=1.0, limit=100)] == ["final"]
+    assert sorted(j.id for j in backend.expired(T0 + 7, abort_margin=1.0, limit=100)) == ["final", "retryable"]
+    now = T0 + LEASE + 6
+    found = {j.id: j for j in backend.expired(now, abort_margin=LEASE, limit=100)}
+    assert sorted(found) == ["final", "lease", "retryable"]  # a lapsed lease, and two runs past timeout + margin
+    assert all(j.status is Status.RUNNING and j.token == jobs[j.id].token for j in found.values())
+    assert found["lease"].lease_expires_at == T0 + LEASE and found["retryable"].lease_expires_at == T0 + 101
+    final_error = JobError("TimeoutError", "job exceeded its timeout of 2.5 s", "")
+    reports = [
+        Report("lease", token(found["lease"]), Outcome(kind=OutcomeKind.RESCUED, lease_before=now)),
+        Report("retryable", token(found["retryable"]), Outcome(
+            kind=OutcomeKind.RETRY, error=TIMEOUT_ERROR, exit_code=ExitCode.ABORTED, retry_at=now)),
+        Report("final", token(found["final"]), Outcome(
+            kind=OutcomeKind.FAILED, error=final_error, exit_code=ExitCode.ABORTED)),
+    ]  # fmt: skip
+    assert backend.finish_many(reports, now) == [True, True, True]
+    lease = stored(backend, "lease")
+    assert (lease.status, lease.attempts, lease.retries, lease.rescues, lease.token) == (Status.QUEUED, 1, 0, 1, None)
+    retryable = stored(backend, "retryable")
+    assert (retryable.status, retryable.retries, retryable.exit_code) == (Status.QUEUED, 1, 130)
+    assert retryable.scheduled_at == now and retryable.error == TIMEOUT_ERROR
+    final = stored(backend, "final")
+    assert (final.status, final.exit_code, final.finished_at) == (Status.FAILED, 130, now)
+    assert final.error == final_error
+    assert backend.expired(now, abort_margin=LEASE, limit=100) == []
+    assert stored(backend, "healthy").status is Status.RUNNING
+
+
+def test_expired_returns_at_most_limit_runs(backend: Backend) -> None:
+    backend.enqueue([new(f"j{i}") for i in range(7)], T0)
+    backend.claim(["q"], "w1", 7, LEASE, T0)
+    assert len(backend.expired(T0 + LEASE + 1, abort_margin=LEASE, limit=3)) == 3
+    assert len(backend.expired(T0 + LEASE + 1, abort_margin=LEASE, limit=100)) == 7
+    assert backend.expired(T0 + LEASE, abort_margin=LEASE, limit=100) == []  # not before the lease runs out
 
 
 # cancel, requeue ---------------------------------------------------------------------------------
@@ -307,10 +401,13 @@ def test_requeue_brings_back_failed_or_cancelled_jobs(backend: Backend) -> None:
     backend.finish("a", token(job), Outcome(kind=OutcomeKind.SUCCEEDED, result=5), T0 + 3)
     assert backend.requeue("a", T0 + 4) is not None and stored(backend, "a").status is Status.SUCCEEDED
     backend.enqueue([new("b")], T0)
-    backend.cancel("b", T0 + 1)
-    reset = backend.requeue("b", T0 + 5, reset=True)
+    job = claim_one(backend, now=T0 + 5)
+    backend.finish("b", token(job), Outcome(kind=OutcomeKind.RESCUED, lease_before=T0 + 100), T0 + 6)
+    backend.cancel("b", T0 + 7)
+    reset = backend.requeue("b", T0 + 8, reset=True)
     assert reset is not None
     assert (reset.status, reset.attempts, reset.retries, reset.error, reset.results) == (Status.QUEUED, 0, 0, None, [])
+    assert reset.rescues == 0
     assert backend.requeue("missing", T0) is None
 
 
@@ -323,106 +420,65 @@ def test_requeue_refuses_when_another_unfinished_job_holds_the_key(backend: Back
     assert stored(backend, "a").status is Status.CANCELLED
 
 
-# leader duties -------------------------------------------------------------------------------------
-def test_rescue_requeues_expired_leases_and_aborts_overdue_jobs(backend: Backend) -> None:
-    backend.enqueue([new("lease"), new("retryable", timeout=5.0, max_retries=1), new("final", timeout=2.5)], T0)
-    jobs = {j.id: j for j in backend.claim(["q"], "w1", 3, LEASE, T0)}
-    backend.heartbeat("w1", [token(jobs["retryable"]), token(jobs["final"])], 100.0, T0 + 1)
-    nothing_yet = backend.rescue(T0 + 1, abort_margin=LEASE)
-    assert (nothing_yet.requeued, nothing_yet.aborted) == ([], [])
-    rescued = backend.rescue(T0 + LEASE + 6, abort_margin=LEASE)
-    assert rescued.requeued == ["lease"] and sorted(rescued.aborted) == ["final", "retryable"]
-    lease = stored(backend, "lease")
-    assert (lease.status, lease.attempts, lease.retries, lease.token) == (Status.QUEUED, 1, 0, None)
-    retryable = stored(backend, "retryable")
-    assert (retryable.status, retryable.retries, retryable.exit_code) == (Status.QUEUED, 1, 130)
-    assert retryable.scheduled_at == T0 + LEASE + 6
-    assert retryable.error == JobError("TimeoutError", "job exceeded its timeout of 5.0 s", "")
-    final = stored(backend, "final")
-    assert (final.status, final.exit_code, final.finished_at) == (Status.FAILED, 130, T0 + LEASE + 6)
-    assert final.error == JobError("TimeoutError", "job exceeded its timeout of 2.5 s", "")
-
-
-def test_prune_deletes_finished_jobs_past_expiry_or_before_a_time(backend: Backend) -> None:
-    backend.enqueue([new("short", result_ttl=10.0), new("kept", result_ttl=None), new("waiting")], T0)
-    for job in backend.claim(["q"], "w1", 2, LEASE, T0):
-        backend.finish(job.id, token(job), Outcome(kind=OutcomeKind.SUCCEEDED), T0)
-    assert backend.prune(T0 + 9) == 0
-    assert backend.prune(T0 + 10) == 1 and backend.get("short") is None
-    assert backend.prune(T0 + 10**6) == 0
-    assert backend.prune(T0, finished_before=T0 + 1) == 1 and backend.get("kept") is None
-    assert backend.get("waiting") is not None
-
-
-def test_one_leader_at_a_time_handed_over_when_it_stops(open_store: OpenStore) -> None:
-    first, second = open_store(), open_store()
-    assert first.acquire_leader("a", 30.0, T0)
-    assert first.acquire_leader("a", 30.0, T0 + 1)  # keeping it
-    assert not first.acquire_leader("b", 30.0, T0 + 2)  # same store object, another worker
-    assert not second.acquire_leader("c", 30.0, T0 + 2)  # another process
-    assert first.acquire_leader("b", 30.0, T0 + 40)  # a's ttl ran out: b takes over
-    assert not first.acquire_leader("a", 30.0, T0 + 41)
-    first.close()  # the leader's process goes away
-    assert second.acquire_leader("c", 30.0, T0 + 100)
-    assert not first.acquire_leader("a", 30.0, T0 + 101)
-
-
-def test_a_leader_that_stops_renewing_loses_the_lock_after_its_ttl(open_store: OpenStore) -> None:
-    first, second = open_store(), open_store()
-    start = time.time()
-    assert first.acquire_leader("a", 0.3, start)
-    assert not second.acquire_leader("b", 0.3, start + 0.1)
-    deadline = time.monotonic() + 5
-    while not second.acquire_leader("b", 0.3, time.time()):
-        assert time.monotonic() < deadline, "the lock was not handed over after the ttl"
-        time.sleep(0.1)
-
-
 # readers -----------------------------------------------------------------------------------------
 def test_list_jobs_filters_newest_first_and_counts_group(backend: Backend) -> None:
     backend.enqueue([new(f"a{i}", queue="a") for i in range(3)] + [new("b0", queue="b", due=T0 + 10)], T0)
     claim_one(backend, queues=("a",))
     assert [j.id for j in backend.list_jobs(JobQuery())] == ["b0", "a2", "a1", "a0"]
-    assert [j.id for j in backend.list_jobs(JobQuery(queue="a", status="queued"))] == ["a2", "a1"]
-    assert [j.id for j in backend.list_jobs(JobQuery(status="running"))] == ["a0"]
-    assert [j.id for j in backend.list_jobs(JobQuery(status="queued", due_after=T0))] == ["b0"]
-    assert [j.id for j in backend.list_jobs(JobQuery(status="queued", due_before=T0))] == ["a2", "a1"]
+    assert [j.id for j in backend.list_jobs(JobQuery(queue="a", status=Status.QUEUED))] == ["a2", "a1"]
+    assert [j.id for j in backend.list_jobs(JobQuery(status=Status.RUNNING))] == ["a0"]
+    assert [j.id for j in backend.list_jobs(JobQuery(status=Status.QUEUED, due_after=T0))] == ["b0"]
+    assert [j.id for j in backend.list_jobs(JobQuery(status=Status.QUEUED, due_before=T0))] == ["a2", "a1"]
     assert [j.id for j in backend.list_jobs(JobQuery(limit=2, offset=1))] == ["a2", "a1"]
     assert [j.id for j in backend.list_jobs(JobQuery(task="tests.task", limit=1))] == ["b0"]
     assert backend.list_jobs(JobQuery(task="nope")) == []
-    assert backend.counts() == {("a", "queued"): 2, ("a", "running"): 1, ("b", "queued"): 1}
+    assert backend.counts(T0) == {("a", Status.QUEUED): 2, ("a", Status.RUNNING): 1, ("b", Status.SCHEDULED): 1}
+    assert backend.counts(T0 + 10) == {("a", Status.QUEUED): 2, ("a", Status.RUNNING): 1, ("b", Status.QUEUED): 1}
 
 
-def test_destroy_all_empties_the_store(backend: Backend) -> None:
-    backend.enqueue([new() for _ in range(3)], T0)
-    backend.acquire_leader("a", 30.0, T0)
-    backend.destroy_all()
-    assert backend.counts() == {}
-    assert backend.acquire_leader("b", 30.0, T0)
+def test_counts_split_queued_jobs_not_yet_due_as_scheduled(backend: Backend) -> None:
+    backend.enqueue([new("now"), new("soon", due=T0 + 5), new("later", due=T0 + 50), new("done")], T0)
+    backend.enqueue([new("retry", max_retries=1)], T0)
+    done = claim_one(backend)
+    backend.finish(done.id, token(done), Outcome(kind=OutcomeKind.SUCCEEDED), T0)
+    retry = claim_one(backend)
+    backend.finish(retry.id, token(retry), Outcome(kind=OutcomeKind.RETRY, retry_at=T0 + 5), T0)
+    assert backend.counts(T0) == {("q", Status.QUEUED): 1, ("q", Status.SCHEDULED): 3, ("q", Status.SUCCEEDED): 1}
+    assert backend.counts(T0 + 5) == {("q", Status.QUEUED): 3, ("q", Status.SCHEDULED): 1, ("q", Status.SUCCEEDED): 1}
+    assert backend.counts(T0 + 50) == {("q", Status.QUEUED): 4, ("q", Status.SUCCEEDED): 1}
+    assert all(isinstance(status, Status) for _, status in backend.counts(T0))
+    assert backend.list_jobs(JobQuery(status=Status.SCHEDULED)) == []  # a stored status: nothing is stored as that
 
 
 # waking ------------------------------------------------------------------------------------------
 def test_wait_for_work_wakes_on_an_enqueue_from_elsewhere(open_store: OpenStore) -> None:
     waiter, producer = open_store(), open_store()
-    waiter.wait_for_work(["q"], 0.01)  # warm up (connections, listeners)
-    timer = threading.Timer(0.3, lambda: producer.enqueue([new()], time.time()))
+    waiter.wait_for_work(["q"], 0.01, T0)  # warm up (connections, listeners)
+    timer = threading.Timer(0.3, lambda: producer.enqueue([new()], T0))
     started = time.monotonic()
     timer.start()
-    waiter.wait_for_work(["q"], 20.0)
+    waiter.wait_for_work(["q"], 20.0, T0)
     timer.join()
     assert time.monotonic() - started < 10.0, "wait_for_work slept out its timeout instead of waking"
 
 
 def test_wait_for_work_wakes_when_a_scheduled_job_falls_due(backend: Backend) -> None:
-    backend.enqueue([new(due=time.time() + 0.5)], time.time())
+    backend.enqueue([new(due=T0 + 0.5)], T0)
     started = time.monotonic()
-    backend.wait_for_work(["q"], 20.0)
+    backend.wait_for_work(["q"], 20.0, T0)  # the injected time says the job is due in 0.5 s
+    assert time.monotonic() - started < 10.0
+
+
+def test_wait_for_work_returns_at_once_when_a_job_is_due(backend: Backend) -> None:
+    backend.enqueue([new(due=T0 + 100)], T0)
+    started = time.monotonic()
+    backend.wait_for_work(["q"], 20.0, T0 + 100)
     assert time.monotonic() - started < 10.0
 
 
 def test_wait_for_work_returns_after_its_timeout_when_nothing_comes(backend: Backend) -> None:
     started = time.monotonic()
-    backend.wait_for_work(["q"], 0.3)
+    backend.wait_for_work(["q"], 0.3, T0)
     assert 0.2 <= time.monotonic() - started < 10.0
 
 

@@ -1,0 +1,118 @@
+"""Leader duties: the work one worker does for the whole store, while it holds the lock "leader".
+
+Every worker runs a ``Leader`` on a thread of its own, off the heartbeat, so slow maintenance
+never delays lease renewal; only the lock's holder does the duties. One duty per module, each on
+its own timer: ``rescue`` (runs nobody is finishing), ``prune`` (expired results).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..errors import StoreUnavailable
+from .prune import prune
+from .rescue import rescue
+
+if TYPE_CHECKING:
+    from ..app import App
+
+__all__ = ["LOCK", "Duty", "Leader"]
+
+log = logging.getLogger("conveyor.leader")
+
+LOCK = "leader"  #: the named lock whose holder does the duties
+PRUNE_EVERY = 60.0  #: seconds between prunes
+
+
+class Duty:
+    """One leader duty and its timer: ``run(app, now)`` every ``every`` seconds. A duty that
+    ``waits_after_outage`` skips the first lease after the store comes back."""
+
+    def __init__(
+        self, name: str, every: float, run: Callable[[App, float], object], *, waits_after_outage: bool = False
+    ) -> None:
+        self.name = name
+        self.every = every
+        self.run = run
+        self.waits_after_outage = waits_after_outage
+        self.next_at = 0.0  #: store time at which it is next due
+
+    def __repr__(self) -> str:
+        return f"<Duty {self.name} every {self.every} s>"
+
+
+class Leader:
+    """Takes or keeps the lock "leader" for ``owner`` and, while it holds it, runs each due duty.
+
+    ``run`` loops until its ``stopping`` event is set; ``tick(now)`` is one pass (tests call it
+    with their own clock). A store outage is handled here: the lock is given up for lost and,
+    once the store is back, rescue waits one lease (see ``store_unreachable``)."""
+
+    def __init__(self, app: App, owner: str) -> None:
+        self.app = app
+        self.owner = owner
+        self.lease = app.lease
+        self.every = min(self.lease / 3, 1.0)  #: seconds between passes: well under the lock's ttl
+        self.duties = [Duty("rescue", self.every, rescue, waits_after_outage=True), Duty("prune", PRUNE_EVERY, prune)]
+        self.is_leader = False
+        self._outage = False  # the store was unreachable since the last pass
+        self._rescue_from = 0.0  # no rescue before this time (one lease after an outage)
+
+    def __repr__(self) -> str:
+        return f"<Leader {self.owner} {'leading' if self.is_leader else 'following'}>"
+
+    def run(self, stopping: threading.Event) -> None:
+        """Pass every ``every`` seconds until ``stopping`` is set, then give the lock up so another
+        worker takes over at once. An unexpected error propagates (the worker stops on it)."""
+        try:
+            while not stopping.is_set():
+                self.tick(self.app.clock())
+                stopping.wait(self.every)
+        finally:
+            self.resign()
+
+    def tick(self, now: float) -> None:
+        """One pass: take or keep the lock; if held, run each duty that is due."""
+        try:
+            self._tick(now)
+        except StoreUnavailable as exc:
+            self.store_unreachable()
+            if self.is_leader:
+                log.warning("%s gave up the leader lock: the store is unreachable: %s", self.owner, exc)
+                self.is_leader = False
+
+    def store_unreachable(self) -> None:
+        """Note that the store could not be reached. Once it is back, rescue waits one lease:
+        workers cut off by the same outage renew their leases first, so their jobs, which ran
+        on meanwhile, are not requeued and run twice."""
+        self._outage = True
+
+    def resign(self) -> None:
+        """Give the lock up if held (a stopping worker), so another worker leads without waiting."""
+        if not self.is_leader:
+            return
+        self.is_leader = False
+        try:
+            self.app.backend.release_lock(LOCK, self.owner)
+            log.info("%s released the leader lock", self.owner)
+        except StoreUnavailable as exc:
+            log.info("%s could not release the leader lock (it expires by itself): %s", self.owner, exc)
+
+    def _tick(self, now: float) -> None:
+        leader = self.app.backend.acquire_lock(LOCK, self.owner, ttl=self.lease, now=now)
+        if self._outage:
+            self._outage = False
+            self._rescue_from = now + self.lease
+        if leader != self.is_leader:
+            log.info("%s %s the leader lock", self.owner, "took" if leader else "lost")
+            self.is_leader = leader
+        if not leader:
+            return
+        for duty in self.duties:
+            if now < duty.next_at or (duty.waits_after_outage and now < self._rescue_from):
+                continue
+            duty.next_at = now + duty.every
+            duty.run(self.app, now)

@@ -1,0 +1,12 @@
+"""The worker: claim due jobs, run them, keep their leases, hand them back on stop.
+
+``loop.py`` holds the life of a worker (read ``Worker.run`` top to bottom); the helper threads
+each have a module: ``reporter.py`` (the one path that writes outcomes), ``monitor.py`` (leases,
+time-outs), ``helpers.py`` (supervision: no helper thread dies silently); ``runs.py`` is the
+in-flight table and ``options.py`` the typed settings.
+"""
+
+from .loop import EXIT_HELPER_FAILED, EXIT_STUCK, Worker
+from .options import WorkerOptions
+
+__all__ = ["EXIT_HELPER_FAILED", "EXIT_STUCK", "Worker", "WorkerOptions"]

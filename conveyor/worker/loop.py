@@ -1,0 +1,326 @@
+"""The worker: claim due jobs, run them, keep their leases, hand them back on stop.
+
+One worker is one process running up to ``concurrency`` jobs at once: sync tasks on threads,
+async tasks on an event loop in a thread of its own. Supervised helper threads do the rest
+(``helpers.py``): the reporter writes every outcome (``reporter.py``), the monitor renews leases
+and times runs out (``monitor.py``), the leader does leader duties on its own timer
+(``conveyor.leader``). ``run`` is the whole life of a worker; read it top to bottom.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..errors import StoreUnavailable
+from ..execution import failed, failed_permanently, run_async, run_sync, storable, unknown_task
+from ..job import Job
+from ..leader import Leader
+from ..outcome import Outcome, OutcomeKind, Report
+from .helpers import Helper
+from .monitor import TICK, Monitor
+from .options import WorkerOptions
+from .reporter import Reporter, released
+from .runs import Run, Runs
+
+if TYPE_CHECKING:
+    from ..app import App
+
+log = logging.getLogger("conveyor.worker")
+
+EXIT_HELPER_FAILED = 70  #: a helper thread failed unexpectedly; the worker stopped itself (EX_SOFTWARE)
+EXIT_STUCK = 75  #: a supervised child whose abandoned sync task will not let go of its thread
+STOP_CHECK = 0.25  #: longest idle wait before the claim loop looks at a stop request again
+BATCH_WAIT = 0.001  #: how long a free slot may wait for others to free before a claim
+MAX_BACKOFF = 2.0  #: longest pause between claims against an unavailable store
+HELPER_JOIN = 5.0  #: seconds a stopping worker waits for each helper thread to end
+
+
+class Worker:
+    """Runs jobs from ``options.queues`` until stopped. See ``run``.
+
+    ``options``: the typed settings; keyword ``settings`` (queues=, concurrency=, grace=, ...)
+    override its fields, for convenience."""
+
+    def __init__(self, app: App, options: WorkerOptions | None = None, **settings: Any) -> None:
+        if "queues" in settings:
+            settings["queues"] = tuple(settings["queues"])
+        options = msgspec.structs.replace(options or WorkerOptions(), **settings)
+        self.options = options.check()
+        self.app = app
+        self.backend = app.backend
+        self.clock = app.clock
+        self.lease = app.lease
+        self.queues = list(options.queues)
+        self.concurrency = options.concurrency
+        self.id = options.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.exit_code = 0  #: what ``run`` returns: 0, or why the worker stopped itself
+
+        self.runs = Runs()
+        self.reporter = Reporter(self.backend, self.clock, self.runs)
+        stuck_after = options.stuck_after if options.supervised else None
+        self.monitor = Monitor(self.backend, self.clock, self.id, self.lease, self.runs, self.reporter,
+                               self._stuck, stuck_after)  # fmt: skip
+        self.leader = Leader(app, self.id)
+        self._claiming = threading.Lock()  # held while a claim is in flight and its jobs start
+        self._stopping = threading.Event()
+        self._hurry = threading.Event()
+        self._closed = threading.Event()  # ends the monitor, once every outcome is written or given up
+        self._leader_stop = threading.Event()
+        self._failing = threading.Lock()
+        self._threads = ThreadPoolExecutor(max_workers=self.concurrency + 32, thread_name_prefix="conveyor-job")
+        self._loop = asyncio.new_event_loop()
+        self._helpers = {
+            "loop": Helper("loop", self._loop.run_forever, self._helper_failed),
+            "reporter": Helper("reporter", self.reporter.run, self._helper_failed),
+            "monitor": Helper("monitor", functools.partial(self.monitor.run, self._closed), self._helper_failed),
+            "leader": Helper("leader", functools.partial(self.leader.run, self._leader_stop), self._helper_failed),
+        }
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this worker holds the leader lock."""
+        return bool(self.leader.is_leader)
+
+    # the life of a worker ---------------------------------------------------------
+    def run(self) -> int:
+        """Claim and run jobs until ``stop()`` or SIGTERM/SIGINT, then hand back the rest.
+
+        Returns the exit code: 0, or EXIT_HELPER_FAILED / EXIT_STUCK when the worker stopped
+        itself; a supervised child then ends its process with it, for its supervisor to replace."""
+        self._install_signal_handlers()
+        for helper in self._helpers.values():
+            helper.start()
+        log.info("worker %s started: queues %s, concurrency %d", self.id, ",".join(self.queues), self.concurrency)
+        failures = 0  # claims in a row that failed
+        try:
+            while not self._stopping.is_set():
+                free = self._free_slots()
+                if free <= 0:
+                    continue
+                try:
+                    jobs = self._claim(free)
+                    if not jobs:
+                        self.backend.wait_for_work(self.queues, min(self.options.poll, STOP_CHECK), self.clock())
+                    failures = 0
+                except Exception as exc:
+                    failures += 1
+                    pause = min(self.options.poll * 2 ** (failures - 1), max(self.options.poll, MAX_BACKOFF))
+                    if isinstance(exc, StoreUnavailable):
+                        log.warning("claiming failed, the store is unavailable; trying again in %.1f s: %s",
+                                    pause, storable(str(exc)))  # fmt: skip
+                    else:
+                        log.exception("claiming failed; trying again in %.1f s", pause)
+                    self._stopping.wait(pause)
+        finally:
+            self._shut_down()
+        if self.exit_code and self.options.supervised:
+            logging.shutdown()
+            os._exit(self.exit_code)  # a job thread may never end: do not wait for it at exit
+        return self.exit_code
+
+    def stop(self, hurry: bool = False) -> None:
+        """Stop claiming; running jobs get ``grace`` seconds (none if ``hurry``) before hand-back."""
+        if hurry:
+            self._hurry.set()
+        self._stopping.set()
+        self.runs.slot_free.set()
+
+    def _free_slots(self) -> int:
+        """Free slots to claim for. While jobs run, wait (briefly) until a batch's worth is free:
+        one claim for several jobs costs the store one write instead of several."""
+        batch = max(1, self.concurrency // 2)
+        deadline = 0.0
+        while not self._stopping.is_set():
+            self.runs.slot_free.clear()
+            busy = self.runs.busy()
+            free = self.concurrency - busy
+            if free >= batch or (free > 0 and busy == 0):
+                return free
+            if free <= 0:
+                self.runs.slot_free.wait(self.options.poll)
+                continue
+            deadline = deadline or time.monotonic() + BATCH_WAIT
+            if time.monotonic() >= deadline:
+                return free
+            self.runs.slot_free.wait(deadline - time.monotonic())
+        return 0
+
+    # starting a job ---------------------------------------------------------------
+    def _claim(self, free: int) -> list[Job]:
+        """Claim up to ``free`` jobs and start them. Under ``_claiming``, so that a stop never
+        misses a job claimed at that moment."""
+        with self._claiming:
+            if self._stopping.is_set():
+                return []
+            jobs = self.backend.claim(self.queues, self.id, free, self.lease, self.clock())
+            for job in jobs:
+                self._start(job)
+            return jobs
+
+    def _start(self, job: Job) -> None:
+        assert job.token is not None
+        task = self.app.tasks.get(job.task)
+        if task is None:
+            log.error("job %s: unknown task %r", job.id, job.task)
+            self.reporter.report(Report(job.id, job.token, unknown_task(job)))
+            return
+        run = Run(job, task, None if job.timeout is None else time.monotonic() + job.timeout)
+        self.runs.add(run)
+        future: Future[Outcome]
+        try:
+            if task.is_async:
+                future = asyncio.run_coroutine_threadsafe(run_async(task, job, self.backend, self.clock), self._loop)
+            else:
+                future = self._threads.submit(run_sync, task, job, self.backend, self.clock)
+        except Exception:
+            log.exception("job %s: could not be started; handing it back", job.id)
+            if self.runs.abandon(run.token, "could not be started") is not None:
+                self.reporter.report(released(job.id, run.token))
+            return
+        run.future = future
+        future.add_done_callback(functools.partial(self._finished, run))
+
+    def _finished(self, run: Run, future: Future[Outcome]) -> None:
+        """A run's task ended (on its thread or the loop): queue its outcome for the reporter.
+        Never raises: a future swallows its callback's errors, which would leave the run's lease
+        renewed forever."""
+        try:
+            try:
+                outcome = self._outcome_of(run, future)
+            except Exception as exc:
+                log.exception("job %s: reading how its run ended failed; failing it", run.job.id)
+                outcome = failed_permanently(exc)
+            if self.runs.finish(run):
+                self.reporter.report(Report(run.job.id, run.token, outcome))
+            else:
+                log.info("job %s: dropped the outcome of an abandoned run (%s)", run.job.id, run.abandoned)
+        except BaseException as exc:
+            log.critical("job %s: its outcome could not be queued", run.job.id, exc_info=exc)
+            self._helper_failed("outcome callback", f"{type(exc).__name__}: {exc}")
+
+    def _outcome_of(self, run: Run, future: Future[Outcome]) -> Outcome:
+        if future.cancelled():
+            return Outcome(kind=OutcomeKind.RELEASED)  # only abandoned runs are cancelled
+        exc = future.exception()
+        if exc is not None:  # a BaseException that escaped the task (SystemExit, ...)
+            return failed(run.task, run.job, exc, self.clock())
+        return future.result()
+
+    # a worker that stops itself ---------------------------------------------------
+    def _helper_failed(self, name: str, why: str) -> None:
+        """A helper failed unexpectedly (already logged at CRITICAL): stop now, hand back what
+        can be handed back, and exit with EXIT_HELPER_FAILED."""
+        self._fail(EXIT_HELPER_FAILED, f"helper {name} failed: {why}")
+
+    def _stuck(self, run: Run) -> None:
+        """Called by the monitor of a supervised child whose abandoned sync task holds its thread."""
+        if self._stopping.is_set():
+            return
+        log.error("job %s was %s and its sync task is still running; replacing this process",
+                  run.job.id, run.abandoned)  # fmt: skip
+        self._fail(EXIT_STUCK, f"job {run.job.id}'s abandoned sync task is stuck")
+
+    def _fail(self, code: int, why: str) -> None:
+        with self._failing:
+            if self.exit_code:
+                return
+            self.exit_code = code
+        log.critical("worker %s stops itself (exit code %d): %s", self.id, code, why)
+        self.stop(hurry=True)
+
+    # stopping ---------------------------------------------------------------------
+    def _shut_down(self) -> None:
+        """Let running jobs finish (up to ``grace``), hand back the rest through the reporter,
+        which gives up on an unavailable store after ``hand_back_wait``, then end the helpers."""
+        self._helpers["leader"].ending = True
+        self._leader_stop.set()
+        try:
+            deadline = time.monotonic() + self.options.grace
+            if self.runs.running():
+                log.info("worker %s stopping: %d job(s) running, %s s to finish",
+                         self.id, len(self.runs.running()), self.options.grace)  # fmt: skip
+            while self.runs.running() and time.monotonic() < deadline and not self._hurry.is_set():
+                time.sleep(TICK)
+            self._hand_back_all()
+            reporter = self._helpers["reporter"]
+            reporter.ending = True
+            self.reporter.close(within=self.options.hand_back_wait)
+            if not reporter.join(self.options.hand_back_wait + HELPER_JOIN):
+                log.error("the reporter did not finish in time; unwritten outcomes are left to lease-expiry rescue")
+        finally:
+            self._helpers["monitor"].ending = True
+            self._closed.set()  # leases are no longer renewed: whatever is left is rescued once they expire
+            self._helpers["monitor"].join(HELPER_JOIN)
+            self._helpers["leader"].join(HELPER_JOIN)
+            self._close_loop()
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            log.info("worker %s stopped%s", self.id, f" (exit code {self.exit_code})" if self.exit_code else "")
+
+    def _close_loop(self) -> None:
+        """Stop the event loop, cancel what is left on it (handed back already) and close it."""
+        self._helpers["loop"].ending = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if not self._helpers["loop"].join(HELPER_JOIN):
+            log.error("an async task blocks the event loop; leaving it to the end of the process")
+            return
+        try:
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                cancelled = asyncio.ensure_future(asyncio.wait(pending, timeout=HELPER_JOIN), loop=self._loop)
+                for _ in range(3):  # a stop asked for above may run first and end a pass early
+                    with contextlib.suppress(RuntimeError):
+                        self._loop.run_until_complete(cancelled)
+                    if cancelled.done():
+                        break
+            self._loop.close()
+        except Exception:
+            log.exception("closing the event loop failed")
+
+    def _hand_back_all(self) -> None:
+        """Give every unfinished job back to the queue, without using a retry, by the reporter."""
+        runs = [run for run in self.runs.running() if self.runs.abandon(run.token, "handed back at shutdown")]
+        if not runs:
+            return
+        ids = ", ".join(run.job.id for run in runs)
+        if self._helpers["reporter"].failed:
+            log.error("%d job(s) not handed back (the reporter failed); they are requeued when their leases run "
+                      "out: %s", len(runs), ids)  # fmt: skip
+            return
+        for run in runs:
+            self.reporter.report(released(run.job.id, run.token))
+        log.info("handing back %d job(s): %s", len(runs), ids)
+
+    def _install_signal_handlers(self) -> None:
+        """Standalone: SIGTERM or SIGINT stops gracefully, a second one hands back at once.
+        Supervised: SIGTERM stops gracefully however often it comes (a service manager and the
+        supervisor may both send it), SIGUSR1 hands back at once, SIGINT is the supervisor's."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, _frame: object) -> None:
+            hurry = signum == signal.SIGUSR1 or (not self.options.supervised and self._stopping.is_set())
+            log.info("worker %s got %s: %s", self.id, signal.Signals(signum).name,
+                     "handing back now" if hurry else "stopping")  # fmt: skip
+            self.stop(hurry=hurry)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        if self.options.supervised:
+            signal.signal(signal.SIGUSR1, on_signal)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGINT, on_signal)
