@@ -5,7 +5,7 @@
 
 Prints single enqueue, bulk enqueue and drain rates (jobs/s, drain per task body) and idle-start
 latency p50/p99, median and spread over the rounds, with conveyor/huey ratios from the medians.
-conveyor runs at its defaults (``-c 8``) and tuned (``-c 32``; ``-c 64`` for the async body).
+conveyor runs at its defaults (``-c 32``) and tuned (``-c 64``; ``-c 128`` for the async body).
 Every system gets fresh SQLite files in a fresh temp directory and 2 worker processes. See
 benchmarks/README.md for the method.
 """
@@ -375,9 +375,9 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle", type=float, default=None, help=f"seconds the workers idle first ({full['idle']})")
     parser.add_argument("--quick", action="store_true", help="a smoke run: --jobs 500 --single-jobs 200 "
                         "--latency-samples 30 --idle 0.5 (figures not to be quoted)")  # fmt: skip
-    parser.add_argument("--concurrency", "-c", type=int, default=8, help="conveyor's default row: -c (CLI default 8)")
-    parser.add_argument("--tuned-concurrency", type=int, default=32, help="conveyor's tuned row, sync bodies (32)")
-    parser.add_argument("--tuned-async-concurrency", type=int, default=64, help="tuned row, async body (64)")
+    parser.add_argument("--concurrency", "-c", type=int, default=32, help="conveyor's default row: -c (CLI default 32)")
+    parser.add_argument("--tuned-concurrency", type=int, default=64, help="conveyor's tuned row, sync bodies (64)")
+    parser.add_argument("--tuned-async-concurrency", type=int, default=128, help="tuned row, async body (128)")
     parser.add_argument("--no-tuned", action="store_true", help="leave out conveyor's tuned row")
     parser.add_argument("--redis-url", default=_record.REDIS_URL,
                         help=f"Redis for the round-trip bodies; FLUSHDB'd per drain ({_record.REDIS_URL})")  # fmt: skip

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar, overload
 
@@ -19,7 +21,10 @@ from .task import CallOptions, Signature, Task, make_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+log = logging.getLogger("conveyor.app")
+
 DEFAULT_URL = "sqlite:///conveyor.db"
+FLAG, ENV, CODE, DEFAULT = "--url", "$CONVEYOR_URL", "App(url) in code", "the default"  #: where a URL came from
 
 
 def default_url() -> str:
@@ -27,10 +32,37 @@ def default_url() -> str:
     return os.environ.get("CONVEYOR_URL") or DEFAULT_URL
 
 
+def choose_url(flag: str | None = None, code_url: str | None = None) -> tuple[str, str]:
+    """The store to use and where it came from, by the one precedence: ``--url`` > $CONVEYOR_URL >
+    the URL given in code (``App(url)``) > ``sqlite:///conveyor.db`` (relative to the working directory)."""
+    for url, source in ((flag, FLAG), (os.environ.get("CONVEYOR_URL"), ENV), (code_url, CODE)):
+        if url:
+            return url, source
+    return DEFAULT_URL, DEFAULT
+
+
+def describe_url(url: str) -> str:
+    """The URL as a person should see it: a SQLite path made absolute (a relative one is relative to
+    the working directory), a password hidden."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return f"sqlite:///{os.path.abspath(url)}"
+    if scheme == "sqlite":
+        path, qmark, query = rest[1:].partition("?") if rest.startswith("/") else (rest, "", "")
+        return f"sqlite:///{os.path.abspath(path)}{qmark}{query}"
+    netloc, slash, tail = rest.partition("/")
+    user, at, host = netloc.rpartition("@")
+    if at and ":" in user:
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    return f"{scheme}://{netloc}{slash}{tail}"
+
+
 class App:
     """A set of tasks bound to one store.
 
-    ``url``: the store (argument, else $CONVEYOR_URL, else ``sqlite:///conveyor.db``).
+    ``url``: the store given in code, kept as ``code_url``. The store used (``url``) is the first of:
+    a worker's or command's ``--url`` (``use_url``), $CONVEYOR_URL, this argument, ``sqlite:///conveyor.db``;
+    a warning is logged when a ``--url`` or $CONVEYOR_URL overrides a different URL given here.
     ``lease``: seconds a worker holds a job between heartbeats; short in tests.
     ``clock``: the time source (Unix seconds) for every store step; injectable for tests.
     ``migrate``: create or upgrade a server store's schema on first use (safe from many hosts at
@@ -54,7 +86,9 @@ class App:
             raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
         if isinstance(max_rescues, bool) or not isinstance(max_rescues, int) or max_rescues < 0:
             raise ValueError(f"max_rescues must be an int >= 0, got {max_rescues!r}")
-        self.url = url or default_url()
+        self.code_url: str | None = url or None  #: the URL given in code; None when none was
+        self.url, self.url_source = choose_url(None, self.code_url)  #: the store used, and where it came from
+        self._warn_if_overridden()
         self.lease = float(lease)
         self.clock = clock
         self.migrate = migrate
@@ -65,6 +99,26 @@ class App:
 
     def __repr__(self) -> str:
         return f"<App {self.url} tasks={sorted(self.tasks)}>"
+
+    def use_url(self, url: str | None, source: str = FLAG) -> None:
+        """Point the app at the store named on the command line (``--url``), which beats
+        $CONVEYOR_URL and the URL given in code; None keeps the store chosen so far."""
+        if not url or url == self.url:
+            return
+        self.close()
+        self._backend = None
+        self.url, self.url_source = url, source
+        self._warn_if_overridden()
+
+    def _warn_if_overridden(self) -> None:
+        if self.code_url and self.url_source in (FLAG, ENV) and self.url != self.code_url:
+            log.warning(
+                "using the store %s from %s, not %s given in code (App(url)); precedence: "
+                "--url > $CONVEYOR_URL > App(url) > sqlite:///conveyor.db",
+                describe_url(self.url),
+                self.url_source,
+                describe_url(self.code_url),
+            )
 
     @property
     def backend(self) -> Backend:
@@ -93,6 +147,13 @@ class App:
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f"{func.__module__}.{func.__qualname__}"
+            if name is None and func.__module__ == "__main__":
+                warnings.warn(
+                    f"task {task_name!r} is declared in __main__ (a script run directly): a worker imports "
+                    f"the module under its own name, so it will not find this task; pass "
+                    f"@app.task(name=...) or declare it in an importable module",
+                    stacklevel=3 if fn is not None else 2,
+                )
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise ValueError(f"a different task is already registered as {task_name!r}")
             task = Task(self, func, task_name, task_options)
@@ -266,11 +327,14 @@ def _without_retry(outcome: Outcome) -> Outcome:
 
 
 def load_app(path: str) -> App:
-    """Import ``module:attribute`` (or ``module``, finding its App) with the working directory on sys.path."""
+    """Import ``module:attribute``, or ``module`` alone (its attribute ``app``, else the one App it
+    holds), with the working directory on sys.path. Raises ImportError with one clear line."""
     import importlib
     import sys
 
     module_name, _, attribute = path.partition(":")
+    if not module_name or (":" in path and not attribute):
+        raise ImportError(f"bad app path {path!r}: write module:attribute, e.g. myapp:app")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -278,10 +342,17 @@ def load_app(path: str) -> App:
     except ImportError as exc:
         raise ImportError(f"cannot import app module {module_name!r}: {exc}") from exc
     if attribute:
-        app = getattr(module, attribute, None)
-    else:
-        apps = [value for value in vars(module).values() if isinstance(value, App)]
-        app = apps[0] if len(apps) == 1 else None
-    if not isinstance(app, App):
-        raise ImportError(f"{path!r} does not name a conveyor App (write module:attribute)")
-    return app
+        if not hasattr(module, attribute):
+            raise ImportError(f"module {module_name} has no attribute {attribute}")
+        app = getattr(module, attribute)
+        if not isinstance(app, App):
+            raise ImportError(f"{path} is a {type(app).__name__}, not a conveyor App")
+        return app
+    app = getattr(module, "app", None)
+    if isinstance(app, App):
+        return app
+    apps = [value for value in vars(module).values() if isinstance(value, App)]
+    if len(apps) != 1:
+        found = "no App" if not apps else f"{len(apps)} Apps"
+        raise ImportError(f"module {module_name} has {found} and no attribute app: write {module_name}:attribute")
+    return apps[0]

@@ -47,6 +47,7 @@ FINISH_WITHIN = 60.0  #: give up (and report it) if the jobs have not finished b
 PER_JOB = 0.05  #: ...plus this many seconds per job
 STOP_WITHIN = 20.0  #: seconds the workers get to stop after SIGTERM
 POLL = 0.1  #: seconds between reads of the store for the live display
+WORKER_POLL = 0.5  #: seconds an idle worker waits before looking for due jobs again (--poll)
 
 REPORTS = ("q3-sales", "churn-by-region", "inventory-aging")
 CURRENCIES = ("EUR", "GBP", "JPY", "CHF", "SEK", "NOK")
@@ -54,6 +55,9 @@ CSV_FILES = ("customers.csv", "orders-corrupt.csv", "products.csv", "refunds-cor
 CHARGES = 5
 REMINDERS = ("ada", "grace", "linus")
 SPECIALS = len(REPORTS) + len(CURRENCIES) + len(CSV_FILES) + CHARGES + len(REMINDERS)
+#: plain jobs at the least: more than the workers' slots, so the high-priority ones have a queue to jump
+MIN_BULK = 2 * PROCESSES * CONCURRENCY
+MINIMUM = SPECIALS + MIN_BULK  #: the fewest jobs that show every behaviour
 
 
 @dataclass
@@ -70,10 +74,14 @@ class _Snapshot:
 
 def run_demo(count: int, keep: bool, console: Console) -> int:
     """Run the demo with about ``count`` jobs; keep the SQLite file if ``keep``. Returns an exit code."""
+    note = jobs_note(count)
+    if note:
+        console.print(f"[yellow]{note}[/yellow]")
     workdir = Path(tempfile.mkdtemp(prefix="conveyor-demo-"))
-    app = App(f"sqlite:///{workdir / 'demo.db'}", lease=tasks.app.lease)
+    app = App(lease=tasks.app.lease)
+    app.use_url(f"sqlite:///{workdir / 'demo.db'}", source="the demo")  # its own file, whatever $CONVEYOR_URL says
     try:
-        return _Demo(app, max(count, SPECIALS), workdir, console).run()
+        return _Demo(app, max(count, MINIMUM), workdir, console).run()
     finally:
         app.close()
         if keep:
@@ -142,8 +150,8 @@ class _Demo:
     def _start_workers(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
         """``conveyor worker conveyor.demo_tasks:app -p 2``, logging to a file; a session of its own,
         so a Ctrl-C in the terminal reaches only the demo, which then stops the workers itself."""
-        command = [sys.executable, "-m", "conveyor", "worker", "conveyor.demo_tasks:app",
-                   "-p", str(PROCESSES), "-c", str(CONCURRENCY), "--poll", "0.5", "--url", self.app.url]  # fmt: skip
+        command = [sys.executable, "-m", "conveyor", "worker", "conveyor.demo_tasks:app", "-p", str(PROCESSES),
+                   "-c", str(CONCURRENCY), "--poll", f"{WORKER_POLL:g}", "--url", self.app.url]  # fmt: skip
         env = {**os.environ, "CONVEYOR_URL": self.app.url}
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -253,9 +261,7 @@ class _Demo:
         reminders = by_task.get(tasks.REMIND, [])
         waits = [j.started_at - j.created_at for j in reminders if j.started_at is not None]
         if waits:
-            say(f"[bold]delay[/bold]: {len(reminders)} send_reminder jobs enqueued with delay={REMINDER_DELAY:g} s "
-                f"were held back until due, and started {min(waits):.2f}-{max(waits):.2f} s after enqueue "
-                "(jobs due earlier go first)")  # fmt: skip
+            say(delay_line(len(reminders), waits))
         retried = [j for j in by_task.get(tasks.FETCH, []) if j.retries]
         if retried:
             say(f"[bold]retry[/bold]: {len(retried)} fetch_rates jobs raised ConnectionError on their first run "
@@ -267,6 +273,32 @@ class _Demo:
         processes = Counter(_process(j.worker_id) for group in by_task.values() for j in group)
         share = ", ".join(f"{process}: {n}" for process, n in sorted(processes.items()))
         say(f"[bold]workers[/bold]: jobs per worker process: {share}")
+
+
+def jobs_note(count: int) -> str | None:
+    """What to say when ``--jobs`` asks for fewer jobs than the demo needs to show each behaviour."""
+    if count >= MINIMUM:
+        return None
+    return (f"--jobs {count} is below the demo's minimum of {MINIMUM} ({SPECIALS} jobs that show reports, "
+            f"retries, failures, priorities and delays, and {MIN_BULK} plain ones for the high-priority jobs to "
+            f"overtake): running {MINIMUM} jobs")  # fmt: skip
+
+
+LATE = 0.1  #: seconds past its due time after which a delayed job's start is explained
+
+
+def delay_line(count: int, waits: list[float]) -> str:
+    """The summary's line on the delayed jobs: when they started (one value if all started together),
+    and why, if they started later than their delay."""
+    low, high = min(waits), max(waits)
+    when = f"{low:.2f} s" if high - low < 0.005 else f"between {low:.2f} and {high:.2f} s"
+    line = (f"[bold]delay[/bold]: {count} send_reminder jobs enqueued with delay={REMINDER_DELAY:g} s were held "
+            f"back until due, and started {when} after enqueue")  # fmt: skip
+    late = high - REMINDER_DELAY
+    if late > LATE:
+        line += (f", up to {late:.2f} s after they fell due: a worker starts a due job once a thread is free, "
+                 f"jobs due earlier first, and an idle one looks again at most every {WORKER_POLL:g} s")  # fmt: skip
+    return line
 
 
 def _short(task: str) -> str:

@@ -56,12 +56,14 @@ def error_of(exc: BaseException) -> JobError:
 def succeeded(result: Any) -> Outcome:
     """A run that returned ``result``; a result that cannot be stored as JSON (not JSON, or a
     string UTF-8 cannot encode) fails the run instead, with an error that says so."""
+    if result is None:  # most tasks return nothing: skip the encoder
+        return Outcome(kind=OutcomeKind.SUCCEEDED, exit_code=ExitCode.SUCCESS, result_json="null")
     try:
-        codec.dumps(result)
+        text = codec.dumps(result)
     except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         reason = str(exc) if isinstance(exc, TypeError) else f"not storable: {exc}"
         return failed_permanently(TypeError(f"the task's result cannot be stored: {reason}"))
-    return Outcome(kind=OutcomeKind.SUCCEEDED, result=result, exit_code=ExitCode.SUCCESS)
+    return Outcome(kind=OutcomeKind.SUCCEEDED, result=result, exit_code=ExitCode.SUCCESS, result_json=text)
 
 
 def storable_outcome(outcome: Outcome) -> Outcome:
@@ -129,7 +131,7 @@ async def run_async(task: Task[Any, Any], job: Job, backend: Backend, clock: Cal
     token = context.enter(context.JobContext(job, backend, clock))
     try:
         value = await task.fn(*job.args, **job.kwargs)
-    except Exception as exc:
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # asyncio would re-raise these out of the loop
         return failed(task, job, exc, clock())
     finally:
         context.leave(token)

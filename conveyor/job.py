@@ -66,7 +66,7 @@ def _utc(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
 
 
-class Job(msgspec.Struct, kw_only=True):
+class Job(msgspec.Struct, kw_only=True, gc=False):  # no cycles: the collector need not track it
     """The full record of one job, as the store holds it.
 
     Times are Unix seconds (UTC) so that every backend stores them alike; the
@@ -148,7 +148,7 @@ class Job(msgspec.Struct, kw_only=True):
         return data
 
 
-class NewJob(msgspec.Struct, kw_only=True):
+class NewJob(msgspec.Struct, kw_only=True, gc=False):  # no cycles: the collector need not track it
     """What a producer hands the store to enqueue: a job before it exists."""
 
     id: str

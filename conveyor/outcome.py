@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from . import codec
 from .job import JobError
 
 
@@ -21,7 +22,8 @@ class OutcomeKind(enum.StrEnum):
     SUCCEEDED = "succeeded"  #: store the result; the job is finished
     FAILED = "failed"  #: store the error; the job is finished
     RETRY = "retry"  #: store the error; queue again at ``retry_at``, one retry used
-    RELEASED = "released"  #: hand the job back untouched (graceful stop); no retry used
+    #: hand the job back, no retry used (graceful stop; an unknown task: due at ``retry_at``, ``error`` says why)
+    RELEASED = "released"
     RESCUED = "rescued"  #: its worker died (lease ran out): queue again, no retry used, ``rescues`` + 1
     DISCARDED = "discarded"  #: delete the job
 
@@ -36,8 +38,19 @@ class Outcome(msgspec.Struct, kw_only=True):
     result: Any = None
     error: JobError | None = None
     exit_code: int | None = None
-    retry_at: float | None = None  #: for RETRY: when the job is due again
+    retry_at: float | None = None  #: for RETRY (and optionally RELEASED): when the job is due again
     lease_before: float | None = None
+    #: ``result`` already JSON-encoded (by ``execution.succeeded``): no store encodes it a second time
+    result_json: str | None = None
+
+    def result_text(self) -> str | None:
+        """The result as a store writes it: JSON text for SUCCEEDED (encoded once), else None.
+        Raises TypeError, as ``codec.dumps`` does, for a result that cannot be encoded."""
+        if self.kind is not OutcomeKind.SUCCEEDED:
+            return None
+        if self.result_json is not None:
+            return self.result_json
+        return codec.dumps(self.result)
 
 
 class Report(msgspec.Struct, frozen=True):

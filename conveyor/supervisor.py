@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from .errors import StoreUnavailable
+from .logs import FORMATS
 from .worker.options import WorkerOptions
 
 if TYPE_CHECKING:
@@ -47,16 +48,18 @@ def always_restart(exit_code: int) -> bool:
     return True
 
 
-def _child_main(app_path: str, url: str | None, options: WorkerOptions, log_level: int, ready: EventType) -> None:
+def _child_main(
+    app_path: str, url: str | None, options: WorkerOptions, log_level: int, log_format: str, ready: EventType
+) -> None:
     """Entry point of a worker child process (spawned, so it imports the app afresh)."""
     from .app import load_app
+    from .logs import configure_logging
     from .worker import Worker
 
-    logging.basicConfig(level=log_level, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    configure_logging(log_level, log_format)  # the same level and format as the supervisor's own log
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards a terminal's Ctrl-C as SIGTERM
     app = load_app(app_path)
-    if url:
-        app.url = url
+    app.use_url(url)  # --url beats $CONVEYOR_URL and the URL given in code, as in the supervisor
     worker = Worker(app, options)
     ready.set()
     worker.run()
@@ -109,15 +112,19 @@ class Supervisor:
         url: str | None = None,
         restart_if: RestartPredicate = always_restart,
         log_level: int = logging.INFO,
+        log_format: str = "text",
     ) -> None:
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
             raise ValueError(f"processes must be an int >= 1, got {processes!r}")
+        if log_format not in FORMATS:
+            raise ValueError(f"unknown log format {log_format!r}: use text or json")
         self.app_path = app_path
         self.processes = processes
         self.options = options.check()
         self.url = url
         self.restart_if = restart_if
         self.log_level = log_level
+        self.log_format = log_format  #: "text" or "json" (conveyor.logs), for every child
         self._context = multiprocessing.get_context("spawn")
         self._children: list[_Child | None] = [None] * processes
         self._signals = 0
@@ -127,18 +134,22 @@ class Supervisor:
         self._app: App | None = None
 
     def load(self) -> App:
-        """Import the app (ImportError if it cannot be) and point it at ``url``."""
+        """Import the app (ImportError if it cannot be) and point it at its store: ``url`` (--url),
+        else $CONVEYOR_URL, else the URL given in code (``App.use_url``; a warning if they differ)."""
         from .app import load_app
 
         app = load_app(self.app_path)
-        if self.url:
-            app.url = self.url
+        app.use_url(self.url)
         self._app = app
         return app
 
     def run(self) -> int:
         """Start the children and watch them; returns the exit code for the parent."""
         app = self._app or self.load()
+        from .app import describe_url
+
+        log.info("supervising %d worker processes of %s; store %s (from %s)",
+                 self.processes, self.app_path, describe_url(app.url), app.url_source)  # fmt: skip
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         renewer = threading.Thread(target=self._renew_leases, args=(app,), name="conveyor-renewer", daemon=True)
@@ -167,7 +178,7 @@ class Supervisor:
         worker_id = f"{socket.gethostname()}:{os.getpid()}.{slot}:{secrets.token_hex(3)}"
         options = msgspec.structs.replace(self.options, supervised=True, worker_id=worker_id)
         ready = self._context.Event()
-        args = (self.app_path, self.url, options, self.log_level, ready)
+        args = (self.app_path, self.url, options, self.log_level, self.log_format, ready)
         process = self._context.Process(target=_child_main, args=args, name=f"conveyor-worker-{slot}")
         process.start()
         self._children[slot] = _Child(process, worker_id, ready)

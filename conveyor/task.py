@@ -104,7 +104,7 @@ class Task(Generic[P, R]):
         return BoundTask(self, CallOptions(**call_options))
 
 
-class CallOptions(msgspec.Struct, kw_only=True, frozen=True):
+class CallOptions(msgspec.Struct, kw_only=True, frozen=True, gc=False):  # no cycles
     """Options of one enqueue call; None means the task's own setting."""
 
     delay: float | None = None  #: seconds from now

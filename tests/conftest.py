@@ -24,6 +24,11 @@ import pytest
 from conveyor import App, Worker
 from conveyor.worker import WorkerOptions
 
+# $CONVEYOR_URL beats the URL a test gives App() in code (README, "Which store?"): a developer's
+# exported store must never receive (or lose) the tests' jobs. Tests that want it set it per process.
+os.environ.pop("CONVEYOR_URL", None)
+os.environ.pop("CONVEYOR_APP", None)
+
 LEASE = 1.0  # short, so lease-driven behaviour (heartbeats, rescues) happens within a test
 POSTGRES_ADMIN_URL = os.environ.get("CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

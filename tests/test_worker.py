@@ -11,6 +11,7 @@ import pytest
 
 from conveyor import App, JobFailed, Status, Worker, current_job
 from conveyor.worker import WorkerOptions
+from conveyor.worker import loop as worker_loop
 
 EVENT_WAIT = 10.0  # generous upper bound for cross-thread hand-offs; never a speed assertion
 
@@ -308,19 +309,65 @@ def test_progress_reports_false_once_the_job_is_cancelled(app: App, start_worker
     assert handle.status is Status.CANCELLED
 
 
-def test_an_unknown_task_fails_and_the_worker_keeps_running(app: App, start_worker) -> None:
+def test_an_unknown_task_is_handed_back_and_the_worker_keeps_running(
+    app: App, start_worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker does not fail a job only because it does not know its task: it hands it back,
+    due again later, with an error that says which worker did not know it."""
+    monkeypatch.setattr(worker_loop, "UNKNOWN_DELAY", 30.0)  # long: the job must stay queued during the test
+
     @app.task
     def good() -> str:
         return "good"
 
-    start_worker()
+    runner = start_worker()
     unknown = app.enqueue("nowhere.missing_task", [1])
-    with pytest.raises(JobFailed) as info:
-        unknown.result(timeout=EVENT_WAIT)
-    assert info.value.error is not None
-    assert "nowhere.missing_task" in info.value.error.message
-    assert unknown.refresh().exit_code == 1
     assert good.delay().result(timeout=EVENT_WAIT) == "good"
+    deadline = time.monotonic() + EVENT_WAIT
+    while (job := unknown.refresh()).error is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert job.status is Status.SCHEDULED, "handed back, due later: never failed by a worker that does not know it"
+    assert job.error is not None and job.error.type == "UnknownTask"
+    assert runner.worker.id in job.error.message
+    assert job.scheduled_at >= app.clock() + 20, "handed back with a delay, not due at once"
+    assert good.delay().result(timeout=EVENT_WAIT) == "good", "the worker keeps running"
+
+
+def test_two_apps_on_one_store_never_fail_each_others_jobs(
+    app: App, url: str, start_worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two apps with different tasks share one SQLite store and the queue ``default``, each with a
+    real worker: each hands the other's jobs back (with a delay) and every job runs, once, on the
+    worker that knows it."""
+    monkeypatch.setattr(worker_loop, "UNKNOWN_DELAY", 0.2)
+    ran: dict[str, list[int]] = {"shop": [], "mail": []}
+    other = App(url, lease=app.lease)
+
+    @app.task(name="shop.ship")
+    def ship(i: int) -> str:
+        ran["shop"].append(i)
+        return f"shipped {i}"
+
+    @other.task(name="mail.send")
+    def send(i: int) -> str:
+        ran["mail"].append(i)
+        return f"sent {i}"
+
+    mails = [other.enqueue("mail.send", [i]) for i in range(5)]  # before any worker that knows them
+    shipping = start_worker(concurrency=2)
+    deadline = time.monotonic() + EVENT_WAIT
+    while not all(handle.refresh().error is not None for handle in mails):
+        assert time.monotonic() < deadline, "the shop worker did not hand back the mail jobs"
+        time.sleep(0.02)
+    statuses = {handle.refresh().status for handle in mails}
+    assert statuses <= {Status.QUEUED, Status.SCHEDULED, Status.RUNNING}, "never failed for an unknown task"
+    assert shipping.worker.id in mails[0].refresh().error.message  # type: ignore[union-attr]
+    ships = [app.enqueue("shop.ship", [i]) for i in range(5)]
+    start_worker(concurrency=2, on=other)  # the worker that knows mail.send appears
+    assert [h.result(timeout=EVENT_WAIT) for h in mails] == [f"sent {i}" for i in range(5)]
+    assert [h.result(timeout=EVENT_WAIT) for h in ships] == [f"shipped {i}" for i in range(5)]
+    assert sorted(ran["mail"]) == list(range(5)) and sorted(ran["shop"]) == list(range(5)), "each ran once"
+    other.close()
 
 
 def test_an_unknown_task_inline(app: App) -> None:
@@ -420,3 +467,68 @@ def test_a_progress_message_with_a_lone_surrogate_is_stored_escaped(app: App, st
     handle = report.delay()
     assert handle.result(timeout=EVENT_WAIT) is True
     assert handle.refresh().progress_message == "caf\\udcff"
+
+
+def test_a_finished_run_frees_its_slot_but_unwritten_outcomes_stop_claims(
+    app: App, start_worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run frees its slot when its task ends, before its outcome is written; but a worker whose
+    outcomes cannot be written (the store refuses them) stops claiming once its backlog is full,
+    keeps those leases, and writes them all once the store takes them again."""
+    from conveyor.errors import StoreUnavailable
+
+    ran: list[int] = []
+
+    @app.task
+    def quick(i: int) -> int:
+        ran.append(i)
+        return i
+
+    down = threading.Event()
+    down.set()
+    real = app.backend.finish_many
+
+    def finish_many(reports, now):  # type: ignore[no-untyped-def]
+        if down.is_set():
+            raise StoreUnavailable("injected: outcomes cannot be written")
+        return real(reports, now)
+
+    monkeypatch.setattr(app.backend, "finish_many", finish_many)
+    handles = app.enqueue_many([quick.s(i) for i in range(60)])
+    runner = start_worker(concurrency=1)
+    backlog = runner.worker.runs.backlog
+    assert backlog < 60
+    deadline = time.monotonic() + EVENT_WAIT
+    while len(ran) < backlog + 1:  # one slot: each ran while earlier outcomes were still unwritten
+        assert time.monotonic() < deadline, f"only {len(ran)} ran: a finished run did not free its slot"
+        time.sleep(0.01)
+    time.sleep(0.3)  # claims would go on here if unwritten outcomes did not take the slot
+    assert len(ran) == backlog + 1, "a worker whose outcomes cannot be written stops claiming"
+    assert sum(h.refresh().status is Status.RUNNING for h in handles) == backlog + 1, "their leases are kept"
+    down.clear()
+    assert [h.result(timeout=EVENT_WAIT) for h in handles] == list(range(60))
+    assert sorted(ran) == list(range(60)), "each ran once"
+
+
+def test_a_system_exit_in_a_task_fails_its_job_and_the_worker_keeps_running(app: App, start_worker) -> None:
+    """A BaseException that escapes a sync or async task (here SystemExit) is that job's failure,
+    not the end of its thread, the loop or the worker."""
+
+    @app.task
+    def quits() -> None:
+        raise SystemExit(3)
+
+    @app.task
+    async def quits_async() -> None:
+        raise SystemExit(4)
+
+    @app.task
+    def fine() -> str:
+        return "fine"
+
+    start_worker()
+    for handle in (quits.delay(), quits_async.delay()):
+        with pytest.raises(JobFailed) as info:
+            handle.result(timeout=EVENT_WAIT)
+        assert info.value.error is not None and info.value.error.type == "SystemExit"
+    assert fine.delay().result(timeout=EVENT_WAIT) == "fine"

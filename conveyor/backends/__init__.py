@@ -2,35 +2,62 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import os
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import StoreError
 from .base import Backend
 
-__all__ = ["Backend", "open_backend"]
+__all__ = ["Backend", "StoreMissing", "open_backend"]
 
 
-def open_backend(url: str, *, migrate: bool = True) -> Backend:
+class StoreMissing(StoreError):
+    """A read-only use of a SQLite store whose file does not exist (it is not created)."""
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme if "://" in url else ""
+
+
+def _server(url: str) -> str:
+    """A server URL as error messages name it: no password, no query."""
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
+    return urlunsplit(parts._replace(query=""))
+
+
+def open_backend(url: str, *, migrate: bool = True, must_exist: bool = False) -> Backend:
     """The store for ``url``: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, a bare path,
     or ``postgresql://user@host/db`` (``postgres://`` too; needs ``pip install conveyor[postgres]``).
     A SQLite URL may end in ``?durable=false`` (producer commits skip fsync) and
     ``?busy_timeout=SECONDS`` (a writer's bound on waiting for the lock; see docs/sqlite.md).
     ``migrate`` is the store's own default for ``setup``: False makes a PostgreSQL store only check
-    that its schema is current (run ``conveyor migrate`` to create or upgrade it)."""
-    scheme = urlsplit(url).scheme if "://" in url else ""
+    that its schema is current (run ``conveyor migrate`` to create or upgrade it).
+    ``must_exist``: for readers; a missing SQLite file raises StoreMissing instead of being created.
+    A PostgreSQL URL whose credentials, database or parameters are wrong raises StoreError at once
+    with the server's message (an outage is left to the pool's retries)."""
+    scheme = _scheme(url)
     if scheme in ("", "sqlite"):
         from .sqlite import SQLiteBackend, parse_url
 
         options = parse_url(url)
+        path = os.path.abspath(options.path)
+        if must_exist and not os.path.exists(path):
+            raise StoreMissing(f"no store at {path} (a relative SQLite path is relative to the working directory)")
         return SQLiteBackend(options.path, durable=options.durable, busy_timeout=options.busy_timeout)
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres import PostgresBackend
+            from .postgres.connections import fail_fast
         except ImportError as exc:
             raise StoreError(
-                f"the PostgreSQL store needs psycopg 3 and psycopg-pool: pip install 'conveyor[postgres]' ({exc})"
+                f"the PostgreSQL store needs psycopg 3 and psycopg-pool: pip install -e '.[postgres]' ({exc})"
             ) from exc
-        return PostgresBackend(url, migrate=migrate)
+        backend = PostgresBackend(url, migrate=migrate)
+        fail_fast(backend.conninfo, _server(url))
+        return backend
     raise StoreError(
         f"unsupported store URL {url!r}: this conveyor knows sqlite:///path.db and postgresql://user@host/db"
     )

@@ -36,6 +36,7 @@ class JobQuery(msgspec.Struct, kw_only=True):
     queue: str | None = None
     status: Status | None = None
     task: str | None = None
+    id_prefix: str | None = None  #: ids starting with this (the CLI's short ids)
     due_before: float | None = None  #: scheduled_at <= this
     due_after: float | None = None  #: scheduled_at > this
     limit: int = 100

@@ -98,6 +98,12 @@ def _error(value: Any) -> JobError | None:
     return JobError(**value) if value else None
 
 
+def _compiled(name: str, source: str, namespace: dict[str, Any]) -> Any:
+    """Function ``name`` defined by ``source`` (generated code) with ``namespace`` as its globals."""
+    exec(compile(source, f"<conveyor.backends.columns.{name}>", "exec"), namespace)
+    return namespace[name]
+
+
 def _row_reader() -> Callable[[Sequence[Any]], Job]:
     """``row_to_job``, written out for ``JOB_COLUMNS`` once at import (as ``collections.namedtuple``
     writes its classes): a claim decodes every job it returns, and a generic loop over the columns
@@ -116,8 +122,7 @@ def _row_reader() -> Callable[[Sequence[Any]], Job]:
         fields.append(f"{column.name}={value}")
     source = f"def row_to_job(row):\n    return Job({', '.join(fields)})\n"
     namespace: dict[str, Any] = {"Job": Job, "statuses": _STATUSES, "error": _error, "loads": codec.loads}
-    exec(compile(source, "<conveyor.backends.columns.row_to_job>", "exec"), namespace)
-    reader: Callable[[Sequence[Any]], Job] = namespace["row_to_job"]
+    reader: Callable[[Sequence[Any]], Job] = _compiled("row_to_job", source, namespace)
     return reader
 
 
@@ -131,23 +136,41 @@ def row_to_job(row: Sequence[Any]) -> Job:
     return _read_row(row)
 
 
-def insert_row(new: NewJob, now: float) -> tuple[Any, ...]:
-    """The values of an INSERT of ``new``, in the order of ``INSERT_COLUMNS`` (JSON encoded)."""
-    values: list[Any] = []
+def _row_writer() -> Callable[[NewJob, float], tuple[Any, ...]]:
+    """``insert_row``, written out for ``INSERT_COLUMNS`` once at import: a bulk enqueue builds a
+    row per job, and a generic loop over the columns (a getattr and two tests per column) cost
+    as much as the rest of the store's work."""
+    values = []
     for column in INSERT_COLUMNS:
-        value = now if column.name == "created_at" else getattr(new, column.name)
-        if column.kind == "json":
-            value = None if value is None and column.name == "stages" else codec.dumps(value)
+        value = "now" if column.name == "created_at" else f"new.{column.name}"
+        if column.name == "stages":  # no stages: SQL NULL, not JSON null
+            value = f"(None if {value} is None else dumps({value}))"
+        elif column.kind == "json":
+            value = f"dumps({value})"
         values.append(value)
-    return tuple(values)
+    source = f"def insert_row(new, now):\n    return ({', '.join(values)},)\n"
+    writer: Callable[[NewJob, float], tuple[Any, ...]] = _compiled("insert_row", source, {"dumps": codec.dumps})
+    return writer
+
+
+def _record_maker() -> Callable[[NewJob, float], Job]:
+    """``new_job_record``, written out once at import, as ``insert_row``."""
+    fields = [f"{c.name}=new.{c.name}" for c in INSERT_COLUMNS if c.name != "created_at"]
+    source = f"def new_job_record(new, now):\n    return Job({', '.join(fields)}, status=queued, created_at=now)\n"
+    maker: Callable[[NewJob, float], Job] = _compiled("new_job_record", source, {"Job": Job, "queued": Status.QUEUED})
+    return maker
+
+
+#: The values of an INSERT of a NewJob at ``now``, in the order of ``INSERT_COLUMNS`` (JSON encoded).
+insert_row: Callable[[NewJob, float], tuple[Any, ...]] = _row_writer()
+
+#: The record a NewJob becomes once inserted at ``now`` (no read back needed).
+new_job_record: Callable[[NewJob, float], Job] = _record_maker()
+
+
+_INSERT_NAMES = tuple(c.name for c in INSERT_COLUMNS)
 
 
 def insert_params(new: NewJob, now: float) -> dict[str, Any]:
     """``insert_row`` as named parameters, by column name."""
-    return dict(zip((c.name for c in INSERT_COLUMNS), insert_row(new, now), strict=True))
-
-
-def new_job_record(new: NewJob, now: float) -> Job:
-    """The record ``new`` becomes once inserted at ``now`` (no read back needed)."""
-    fields = {c.name: getattr(new, c.name) for c in INSERT_COLUMNS if c.name != "created_at"}
-    return Job(**fields, status=Status.QUEUED, created_at=now)
+    return dict(zip(_INSERT_NAMES, insert_row(new, now), strict=True))

@@ -22,7 +22,7 @@ def finish_params(report: Report, now: float) -> dict[str, Any]:
         "now": now,
         "retry_at": outcome.retry_at,
         "exit_code": outcome.exit_code,
-        "result": codec.dumps(outcome.result) if outcome.kind is OutcomeKind.SUCCEEDED else None,
+        "result": outcome.result_text(),  # encoded once, by execution.succeeded
         "error": codec.dumps(outcome.error) if outcome.error else None,
         "lease_before": outcome.lease_before,
     }

@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..app import describe_url
 from ..errors import StoreUnavailable
-from ..execution import failed, failed_permanently, run_async, run_sync, storable, unknown_task
-from ..job import Job
+from ..execution import failed, failed_permanently, run_async, run_sync, storable
+from ..job import Job, JobError
 from ..leader import Leader
 from ..outcome import Outcome, OutcomeKind, Report
 from .helpers import Helper
+from .joblog import log_outcome
 from .monitor import TICK, Monitor
 from .options import WorkerOptions
 from .reporter import Reporter, released
@@ -46,6 +48,10 @@ STOP_CHECK = 0.25  #: longest idle wait before the claim loop looks at a stop re
 BATCH_WAIT = 0.001  #: how long a free slot may wait for others to free before a claim
 MAX_BACKOFF = 2.0  #: longest pause between claims against an unavailable store
 HELPER_JOIN = 5.0  #: seconds a stopping worker waits for each helper thread to end
+BACKLOG_PER_SLOT = 4  #: unwritten outcomes per slot a worker may have before they take slots (claims stop)
+MIN_BACKLOG = 32  #: ... but at least this many (the reporter writes them in batches)
+UNKNOWN_DELAY = 5.0  #: first delay before a job of a task this worker does not know is due again
+UNKNOWN_MAX_DELAY = 60.0  #: longest such delay; it grows with how long this worker has seen the task
 
 
 class Worker:
@@ -68,7 +74,8 @@ class Worker:
         self.id = options.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.exit_code = 0  #: what ``run`` returns: 0, or why the worker stopped itself
 
-        self.runs = Runs()
+        # a finished run frees its slot at once; past BACKLOG_PER_SLOT unwritten outcomes a slot, claims stop
+        self.runs = Runs(self.concurrency, backlog=max(MIN_BACKLOG, BACKLOG_PER_SLOT * self.concurrency))
         self.reporter = Reporter(self.backend, self.clock, self.runs)
         stuck_after = options.stuck_after if options.supervised else None
         self.monitor = Monitor(self.backend, self.clock, self.id, self.lease, self.runs, self.reporter,
@@ -80,6 +87,7 @@ class Worker:
         self._closed = threading.Event()  # ends the monitor, once every outcome is written or given up
         self._leader_stop = threading.Event()
         self._failing = threading.Lock()
+        self._unknown_seen: dict[str, float] = {}  # task name -> when this worker first saw a job of it
         self._threads = ThreadPoolExecutor(max_workers=self.concurrency + 32, thread_name_prefix="conveyor-job")
         self._loop = asyncio.new_event_loop()
         self._helpers = {
@@ -103,7 +111,7 @@ class Worker:
         self._install_signal_handlers()
         for helper in self._helpers.values():
             helper.start()
-        log.info("worker %s started: queues %s, concurrency %d", self.id, ",".join(self.queues), self.concurrency)
+        self._log_start()
         failures = 0  # claims in a row that failed
         try:
             while not self._stopping.is_set():
@@ -131,6 +139,16 @@ class Worker:
             os._exit(self.exit_code)  # a job thread may never end: do not wait for it at exit
         return self.exit_code
 
+    def _log_start(self) -> None:
+        """Say which store this worker serves (a SQLite file by its absolute path, never a
+        password) and which tasks it knows: the two things a user checks first."""
+        tasks = sorted(self.app.tasks)
+        log.info("worker %s started: queues %s, concurrency %d; store %s; %d task(s): %s",
+                 self.id, ",".join(self.queues), self.concurrency, describe_url(self.app.url), len(tasks),
+                 ", ".join(tasks) or "none",
+                 extra={"store": describe_url(self.app.url), "queues": list(self.queues), "tasks": tasks,
+                        "concurrency": self.concurrency, "worker_id": self.id})  # fmt: skip
+
     def stop(self, hurry: bool = False) -> None:
         """Stop claiming; running jobs get ``grace`` seconds (none if ``hurry``) before hand-back."""
         if hurry:
@@ -140,14 +158,13 @@ class Worker:
 
     def _free_slots(self) -> int:
         """Free slots to claim for. While jobs run, wait (briefly) until a batch's worth is free:
-        one claim for several jobs costs the store one write instead of several."""
+        one claim for several jobs costs the store one write instead of several. ``Runs`` wakes
+        this loop only once that many are free, not at every finished run."""
         batch = max(1, self.concurrency // 2)
         deadline = 0.0
         while not self._stopping.is_set():
-            self.runs.slot_free.clear()
-            busy = self.runs.busy()
-            free = self.concurrency - busy
-            if free >= batch or (free > 0 and busy == 0):
+            free = self.runs.free(batch)
+            if free >= batch or free == self.concurrency:
                 return free
             if free <= 0:
                 self.runs.slot_free.wait(self.options.poll)
@@ -166,45 +183,111 @@ class Worker:
             if self._stopping.is_set():
                 return []
             jobs = self.backend.claim(self.queues, self.id, free, self.lease, self.clock())
-            for job in jobs:
-                self._start(job)
+            if jobs:
+                self._start(jobs)
             return jobs
 
-    def _start(self, job: Job) -> None:
-        assert job.token is not None
-        task = self.app.tasks.get(job.task)
-        if task is None:
-            log.error("job %s: unknown task %r", job.id, job.task)
-            self.reporter.report(Report(job.id, job.token, unknown_task(job)))
-            return
-        run = Run(job, task, None if job.timeout is None else time.monotonic() + job.timeout)
-        self.runs.add(run)
-        future: Future[Outcome]
-        try:
+    def _start(self, jobs: list[Job]) -> None:
+        """Start claimed jobs: sync tasks each on a thread, async ones on the loop in ONE call
+        (one wake-up of the loop per claim, not one per job)."""
+        on_loop: list[tuple[Run, Future[Outcome]]] = []
+        now = time.monotonic()
+        for job in jobs:
+            task = self.app.tasks.get(job.task)
+            if task is None:
+                self._unknown(job)
+                continue
+            run = Run(job, task, now)
+            self.runs.add(run)
             if task.is_async:
-                future = asyncio.run_coroutine_threadsafe(run_async(task, job, self.backend, self.clock), self._loop)
-            else:
-                future = self._threads.submit(run_sync, task, job, self.backend, self.clock)
-        except Exception:
-            log.exception("job %s: could not be started; handing it back", job.id)
+                future: Future[Outcome] = Future()  # settled from the loop by _settle; cancelling it cancels the task
+                run.future = future
+                on_loop.append((run, future))
+                future.add_done_callback(functools.partial(self._finished, run))
+            else:  # the job thread queues the outcome itself: no done-callback, no reading the future back
+                try:
+                    run.future = self._threads.submit(self._run_sync, run)
+                except Exception:
+                    self._not_started([run])
+        if on_loop:
+            try:
+                self._loop.call_soon_threadsafe(self._start_on_loop, on_loop)
+            except Exception:
+                self._not_started([run for run, _ in on_loop])
+
+    def _not_started(self, runs: list[Run]) -> None:
+        log.exception("%d job(s) could not be started; handing them back: %s",
+                      len(runs), ", ".join(run.job.id for run in runs))  # fmt: skip
+        for run in runs:
             if self.runs.abandon(run.token, "could not be started") is not None:
-                self.reporter.report(released(job.id, run.token))
-            return
-        run.future = future
-        future.add_done_callback(functools.partial(self._finished, run))
+                self.reporter.report(released(run.job.id, run.token))
+
+    def _start_on_loop(self, batch: list[tuple[Run, Future[Outcome]]]) -> None:
+        """On the loop: one asyncio task per run, its end copied into the run's future. A run
+        abandoned before this (its future cancelled) is not started."""
+        for run, future in batch:
+            if future.cancelled():
+                continue
+            try:
+                task = self._loop.create_task(run_async(run.task, run.job, self.backend, self.clock))
+            except BaseException as exc:  # the run's outcome says why; never kill the loop
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(exc)
+                continue
+            task.add_done_callback(functools.partial(_settle, future))
+            future.add_done_callback(functools.partial(self._cancel_on_loop, task))
+
+    def _cancel_on_loop(self, task: asyncio.Task[Outcome], future: Future[Outcome]) -> None:
+        """The run's future was cancelled (the run abandoned, from any thread): cancel its task."""
+        if future.cancelled() and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(task.cancel)
+
+    def _unknown(self, job: Job) -> None:
+        """A job whose task this worker's app does not know: hand it back, due again after a
+        growing delay, for a worker that knows it (two apps may share a store and queue)."""
+        assert job.token is not None
+        now = self.clock()
+        first_seen = self._unknown_seen.setdefault(job.task, now)
+        if first_seen == now:
+            known = ", ".join(sorted(self.app.tasks)) or "none"
+            log.warning("job %s: task %r is not in this worker's app (tasks: %s); handing its jobs back for a "
+                        "worker that knows it", job.id, job.task, known)  # fmt: skip
+        delay = min(UNKNOWN_MAX_DELAY, max(UNKNOWN_DELAY, (now - first_seen) / 4))
+        seen = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        error = JobError("UnknownTask", f"no task of that name in worker {self.id}'s app (seen at {seen})")
+        self.reporter.report(Report(job.id, job.token, Outcome(kind=OutcomeKind.RELEASED, retry_at=now + delay,
+                                                               error=error)))  # fmt: skip
+
+    def _run_sync(self, run: Run) -> None:
+        """On a job thread: run a sync task and queue its outcome. (A run abandoned before its
+        thread took it is never started: its future was cancelled.)"""
+        try:
+            outcome = run_sync(run.task, run.job, self.backend, self.clock)
+        except BaseException as exc:  # escaped the task (SystemExit, ...): fail or retry it, as any error
+            try:
+                outcome = failed(run.task, run.job, exc, self.clock())
+            except Exception as inner:
+                log.exception("job %s: deciding its outcome failed; failing it", run.job.id)
+                outcome = failed_permanently(inner)
+        self._ended(run, outcome)
 
     def _finished(self, run: Run, future: Future[Outcome]) -> None:
-        """A run's task ended (on its thread or the loop): queue its outcome for the reporter.
-        Never raises: a future swallows its callback's errors, which would leave the run's lease
-        renewed forever."""
+        """An async run's future is done (settled on the loop, or cancelled when abandoned)."""
         try:
-            try:
-                outcome = self._outcome_of(run, future)
-            except Exception as exc:
-                log.exception("job %s: reading how its run ended failed; failing it", run.job.id)
-                outcome = failed_permanently(exc)
+            outcome = self._outcome_of(run, future)
+        except Exception as exc:
+            log.exception("job %s: reading how its run ended failed; failing it", run.job.id)
+            outcome = failed_permanently(exc)
+        self._ended(run, outcome)
+
+    def _ended(self, run: Run, outcome: Outcome) -> None:
+        """A run's task ended: queue its outcome for the reporter. Never raises (an error here
+        would leave the run's lease renewed forever): the worker stops itself instead."""
+        try:
             if self.runs.finish(run):
-                self.reporter.report(Report(run.job.id, run.token, outcome))
+                self.reporter.report(Report(run.job.id, run.token, outcome), kept=True)
+                log_outcome(run.job, outcome, time.monotonic() - run.started, self.clock)
             else:
                 log.info("job %s: dropped the outcome of an abandoned run (%s)", run.job.id, run.abandoned)
         except BaseException as exc:
@@ -324,3 +407,19 @@ class Worker:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         else:
             signal.signal(signal.SIGINT, on_signal)
+
+
+def _settle(future: Future[Outcome], task: asyncio.Task[Outcome]) -> None:
+    """On the loop: copy how an asyncio task ended into its run's future (unless abandoned)."""
+    if future.cancelled():
+        return
+    if task.cancelled():
+        future.cancel()
+        return
+    if not future.set_running_or_notify_cancel():
+        return
+    exc = task.exception()
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(task.result())

@@ -19,6 +19,7 @@ from ..errors import StoreUnavailable
 from ..execution import failed_permanently, storable, timed_out
 from ..job import ExitCode
 from ..outcome import Report
+from .joblog import log_outcome
 from .reporter import Reporter
 from .runs import Run, Runs
 
@@ -87,6 +88,7 @@ class Monitor:
                 exit_code=ExitCode.ABORTED,
             )
         self.reporter.report(Report(run.job.id, run.token, outcome))
+        log_outcome(run.job, outcome, time.monotonic() - run.started, self.clock)
 
     def beat(self) -> None:
         """Renew every lease this worker keeps; drop the runs the store no longer lists."""

@@ -9,7 +9,7 @@ class WorkerOptions(msgspec.Struct, kw_only=True, frozen=True):
     """How one worker process runs. Validated by ``check``; every field has the CLI's default."""
 
     queues: tuple[str, ...] = ("default",)
-    concurrency: int = 8  #: jobs run at once
+    concurrency: int = 32  #: jobs run at once (32: claims and outcome writes carry batches; see benchmarks/README.md)
     grace: float = 5.0  #: seconds running jobs get to finish on a graceful stop before hand-back
     poll: float = 1.0  #: longest idle wait between claims when the store cannot push
     stuck_after: float = 5.0  #: supervised: exit to be replaced when an abandoned sync task holds its thread this long

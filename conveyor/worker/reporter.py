@@ -26,6 +26,8 @@ from .runs import Runs
 log = logging.getLogger("conveyor.worker")
 
 REPORT_BATCH = 256  #: most outcomes written in one transaction
+LINGER = 0.002  #: while other runs are going, wait this long for their outcomes to join a batch
+LINGER_UNTIL = 8  #: ... unless this many already wait
 FIRST_BACKOFF = 0.05  #: first pause before writing again to an unavailable store
 MAX_BACKOFF = 2.0  #: longest pause between writes to an unavailable store
 ITEM_ATTEMPTS = 2  #: tries of one report as it is, alone, before it is written in another form
@@ -50,9 +52,11 @@ class Reporter:
         self.left: list[str] = []  #: ids of jobs whose outcome was given up (left to lease expiry)
         self.calling_since: float | None = None  #: time.monotonic() at which the store call in progress began
 
-    def report(self, report: Report) -> None:
-        """Queue one run's outcome; its lease is kept until the outcome is written or given up."""
-        self.runs.reporting(report.job_id, report.token)
+    def report(self, report: Report, *, kept: bool = False) -> None:
+        """Queue one run's outcome; its lease is kept until the outcome is written or given up.
+        ``kept``: ``Runs.finish`` already keeps it (the common path: one lock taken, not two)."""
+        if not kept:
+            self.runs.reporting(report.job_id, report.token)
         self._queue.put(report)
 
     def close(self, within: float) -> None:
@@ -67,8 +71,10 @@ class Reporter:
         closed = False
         while not closed:
             batch = [self._queue.get()]
-            while len(batch) < REPORT_BATCH and not self._queue.empty():
-                batch.append(self._queue.get())
+            self._take(batch)
+            if len(batch) < LINGER_UNTIL and None not in batch and self.runs.any_running():
+                time.sleep(LINGER)  # one write for several outcomes, not one (and a wake-up) per outcome
+                self._take(batch)
             closed = None in batch
             reports = [item for item in batch if item is not None]
             if closed:  # whatever was queued before close() is written too
@@ -78,6 +84,11 @@ class Reporter:
                         reports.append(item)
             for start in range(0, len(reports), REPORT_BATCH):
                 self._write(reports[start : start + REPORT_BATCH])
+
+    def _take(self, batch: list[Report | None]) -> None:
+        """Add what is queued now, up to a batch, without waiting."""
+        while len(batch) < REPORT_BATCH and not self._queue.empty():
+            batch.append(self._queue.get())
 
     # writing --------------------------------------------------------------------------
     def _write(self, reports: Sequence[Report]) -> None:

@@ -42,6 +42,25 @@ def test_enqueue_stores_every_field_and_get_reads_it_back(backend: Backend) -> N
     assert backend.get("missing") is None
 
 
+def test_a_batch_round_trips_awkward_text_exactly_in_order(backend: Backend) -> None:
+    """A bulk enqueue (PostgreSQL streams it by COPY, whose text format escapes tabs, newlines and
+    backslashes) stores every field verbatim, in the batch's order."""
+    awkward = "tab\there\nnew line \\ back\\slash \\N 'quote\" é \u2028 \x01"
+    jobs = [new(f"id\t{i}\\{awkward}", queue=f"q\n{i % 2}", args=[awkward, i, 0.1, None], kwargs={awkward: [awkward]})
+            for i in range(20)]  # fmt: skip
+    jobs[3].stages = [{"task": awkward, "args": [1]}]
+    jobs[4].timeout, jobs[4].result_ttl = 2.5, None
+    returned = backend.enqueue(jobs, T0 - 1)
+    assert [job.id for job in returned] == [job.id for job in jobs]
+    for job in jobs:
+        got = stored(backend, job.id)
+        assert (got.id, got.queue, got.args, got.kwargs) == (job.id, job.queue, job.args, job.kwargs)
+        assert (got.stages, got.timeout, got.result_ttl) == (job.stages, job.timeout, job.result_ttl)
+        assert (got.status, got.created_at, got.scheduled_at) == (Status.QUEUED, T0 - 1, T0)
+    claimed = backend.claim(["q\n0", "q\n1"], "w1", 20, LEASE, T0)
+    assert [job.id for job in claimed] == [job.id for job in jobs]
+
+
 def test_a_taken_id_raises_duplicate_job_and_inserts_nothing_of_the_batch(backend: Backend) -> None:
     backend.enqueue([new("a")], T0)
     with pytest.raises(DuplicateJob) as raised:
@@ -191,6 +210,25 @@ def test_release_hands_the_job_back_without_using_a_retry(backend: Backend) -> N
     back = stored(backend, "a")
     assert (back.status, back.retries, back.attempts, back.scheduled_at, back.token) == (Status.QUEUED, 0, 1, T0, None)
     assert back.rescues == 0
+
+
+def test_a_release_can_delay_the_job_and_say_why_still_using_no_retry(backend: Backend) -> None:
+    """A worker that cannot run a job (its app lacks the task) hands it back due later, with the
+    reason stored for a user to read; a later plain release keeps that reason and the due time."""
+    backend.enqueue([new("a", max_retries=0)], T0)
+    job = claim_one(backend)
+    error = JobError("UnknownTask", "no task of that name in worker w1's app")
+    outcome = Outcome(kind=OutcomeKind.RELEASED, error=error, retry_at=T0 + 60)
+    assert backend.finish("a", token(job), outcome, T0 + 1)
+    back = stored(backend, "a")
+    assert (back.status, back.retries, back.attempts, back.scheduled_at) == (Status.QUEUED, 0, 1, T0 + 60)
+    assert (back.error, back.token, back.finished_at) == (error, None, None)
+    assert backend.claim(["q"], "w1", 1, LEASE, T0 + 59) == []
+    again = claim_one(backend, now=T0 + 60)
+    assert again.attempts == 2 and again.error == error
+    assert backend.finish("a", token(again), Outcome(kind=OutcomeKind.RELEASED), T0 + 61)
+    plain = stored(backend, "a")
+    assert (plain.status, plain.retries, plain.scheduled_at, plain.error) == (Status.QUEUED, 0, T0 + 60, error)
 
 
 def test_rescued_queues_again_counting_a_rescue_and_no_retry(backend: Backend) -> None:

@@ -25,6 +25,8 @@ from conveyor.backends.columns import INSERT_COLUMNS  # noqa: E402
 from conveyor.backends.postgres import PostgresBackend, migrations, queries  # noqa: E402
 from conveyor.job import Status  # noqa: E402
 
+from .jobdata import new  # noqa: E402
+
 #: Jobs waiting when the claim's plan is checked ("fast with a million jobs waiting").
 CLAIM_PLAN_ROWS = 1_000_000
 
@@ -40,9 +42,10 @@ def test_the_migrate_command_applies_then_reports_up_to_date(empty_database: str
     runner = CliRunner()
     first = runner.invoke(main, ["migrate", "--url", empty_database], catch_exceptions=False)
     assert first.exit_code == 0, first.output
-    assert first.output.strip() == "applied " + ", ".join(name for _, name, _ in migrations())
+    # the last line is the answer (the CLI may print a header naming the store first)
+    assert first.output.strip().splitlines()[-1] == "applied " + ", ".join(name for _, name, _ in migrations())
     again = runner.invoke(main, ["migrate", "--url", empty_database], catch_exceptions=False)
-    assert again.output.strip() == "schema is up to date"
+    assert again.output.strip().splitlines()[-1] == "schema is up to date"
     store = PostgresBackend(empty_database, migrate=False)
     store.setup(migrate=False)  # the schema is current: no StoreError
     assert store.schema_version() == migrations()[-1][0]
@@ -129,11 +132,57 @@ def test_a_schema_1_database_upgrades_in_place_and_keeps_its_jobs(empty_database
 
 
 def test_the_insert_statements_write_every_insert_column() -> None:
-    """``insert`` and ``insert_many`` list their VALUES by hand (one parameter per column, with
-    the casts PostgreSQL needs): a column added to the registry must appear in both."""
-    names = {column.name for column in INSERT_COLUMNS}
-    for statement in ("insert", "insert_many"):
-        assert set(re.findall(r"%\((\w+)\)s", queries()[statement])) == names, statement
+    """``insert`` lists its VALUES by hand (one parameter per column, with the casts PostgreSQL
+    needs), and ``insert_copy`` streams insert_row's values then the status: a column added to the
+    registry must appear in both, in that order."""
+    names = [column.name for column in INSERT_COLUMNS]
+    assert set(re.findall(r"%\((\w+)\)s", queries()["insert"])) == set(names)
+    copied = re.search(r"COPY conveyor_jobs \((.*)\) FROM STDIN", queries()["insert_copy"])
+    assert copied is not None and [c.strip() for c in copied[1].split(",")] == [*names, "status"]
+
+
+def test_a_bulk_enqueue_notifies_once_per_statement_and_queue_at_commit(postgres_url: str) -> None:
+    """A batch is one COPY: the insert trigger runs once for it (not per row), and a listener
+    hears one notification per queue of the batch, only once the caller's transaction commits."""
+    store = PostgresBackend(postgres_url)
+    store.setup()
+    store.destroy_all()
+    listener = psycopg.connect(postgres_url, autocommit=True)
+    listener.execute("LISTEN conveyor_jobs")
+    jobs = [new(f"n{i}", queue=("a", "b")[i % 2], due=1.0) for i in range(500)]
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("SET track_functions = 'all'")
+        store.enqueue(jobs, now=1.0, connection=conn)
+        calls = dict(
+            conn.execute(
+                "SELECT funcname, calls FROM pg_stat_xact_user_functions WHERE funcname LIKE 'conveyor_notify%%'"
+            ).fetchall()
+        )
+        assert calls == {"conveyor_notify_inserted": 1}  # once for the statement; no per-row trigger ran
+        assert list(listener.notifies(timeout=0.2, stop_after=1)) == []  # nothing before the commit
+        conn.commit()
+    heard = sorted(n.payload for n in listener.notifies(timeout=5, stop_after=2))
+    assert heard == ["a", "b"]
+    listener.close()
+    claimed = store.claim(["a", "b"], "w", 1000, lease=30, now=2.0)
+    assert [job.id for job in claimed] == [job.id for job in jobs]  # in the batch's order
+    store.close()
+
+
+def test_a_bulk_enqueue_inside_the_callers_pipeline_is_written_without_copy(postgres_url: str) -> None:
+    """COPY cannot run in pipeline mode: a batch enqueued on a caller's connection inside its
+    ``pipeline()`` block goes as pipelined inserts instead, and commits with the caller."""
+    store = PostgresBackend(postgres_url)
+    store.setup()
+    store.destroy_all()
+    jobs = [new(f"p{i}", due=1.0) for i in range(3)]
+    with psycopg.connect(postgres_url) as conn:
+        with conn.pipeline():
+            store.enqueue(jobs, now=1.0, connection=conn)
+        assert store.get("p0") is None  # not before the caller commits
+        conn.commit()
+    assert [job.id for job in store.claim(["q"], "w", 10, lease=30, now=2.0)] == ["p0", "p1", "p2"]
+    store.close()
 
 
 def test_without_migrate_an_empty_database_is_refused_with_the_fix(empty_database: str) -> None:

@@ -38,7 +38,7 @@ APP = textwrap.dedent(
 
     from conveyor import App
 
-    app = App(os.environ["CONVEYOR_URL"], lease=3.0)
+    app = App(os.environ["CONVEYOR_URL"], lease=6.0)
 
 
     @app.task(name="record")
@@ -84,7 +84,7 @@ def test_a_server_restart_during_a_drain_loses_nothing_and_runs_nothing_twice(
     (tmp_path / "outage_app.py").write_text(APP)
     log = tmp_path / "ran.txt"
     env = {**os.environ, "CONVEYOR_URL": postgres_url, "OUTAGE_LOG": str(log), "PYTHONUNBUFFERED": "1"}
-    app = App(postgres_url, lease=3.0)
+    app = App(postgres_url, lease=6.0)
     app.backend.destroy_all()
 
     @app.task(name="record")

@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from ...errors import StoreError
 from ..sql_files import queries
+from .errors import is_permanent, server_message
 
 log = logging.getLogger("conveyor.postgres")
 
@@ -41,6 +42,32 @@ def split_url(url: str) -> tuple[str, dict[str, float]]:
     if settings["pool_max"] < 1 or settings["pool_min"] < 0 or settings["pool_min"] > settings["pool_max"]:
         raise StoreError(f"bad pool size in the store URL: need 0 <= pool_min <= pool_max, pool_max >= 1 ({url})")
     return urlunsplit(parts._replace(query=urlencode(rest))), settings
+
+
+def connect_failure(conninfo: str, timeout: float = 3.0) -> psycopg.Error | None:
+    """Why a connection cannot be opened right now (one direct attempt, outside any pool), or None
+    if it can. The pool only reports "no connection within N s"; this asks the server."""
+    try:
+        psycopg.connect(conninfo, autocommit=True, connect_timeout=max(1, round(timeout))).close()
+    except psycopg.Error as exc:
+        return exc
+    return None
+
+
+def permanent_error(exc: BaseException, where: str) -> StoreError | None:
+    """A StoreError with the server's own message if ``exc`` is permanent (see errors.py), else None."""
+    if not is_permanent(exc):
+        return None
+    return StoreError(f"PostgreSQL at {where}: {server_message(exc)}")
+
+
+def fail_fast(conninfo: str, where: str) -> None:
+    """Raise StoreError at once when the URL, credentials or database are wrong, instead of letting
+    the pool retry them as an outage; an outage (or success) returns and is left to the pool."""
+    failure = connect_failure(conninfo)
+    error = None if failure is None else permanent_error(failure, where)
+    if error is not None:
+        raise error from failure
 
 
 def check_on_checkout(conn: Connection) -> None:

@@ -33,24 +33,31 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.pq import TransactionStatus
+from psycopg.pq import PipelineStatus, TransactionStatus
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ... import codec
 from ...errors import DuplicateJob, InvalidTransition, StoreError, StoreUnavailable
 from ...job import Job, NewJob, Priority, Status
 from .. import sql_files
 from ..base import JobQuery, Outcome, OutcomeKind, Report
-from ..columns import INSERT_COLUMNS, insert_params, insert_row, new_job_record, row_to_job
+from ..columns import insert_params, insert_row, new_job_record, row_to_job
 from ..rows import FINISH_STATEMENTS, finish_params
-from .connections import Connection, Listener, check_on_checkout, split_url, worker_session
+from .connections import (
+    Connection,
+    Listener,
+    check_on_checkout,
+    connect_failure,
+    permanent_error,
+    split_url,
+    worker_session,
+)
 
 log = logging.getLogger("conveyor.postgres")
 
@@ -67,10 +74,13 @@ def migrations() -> list[tuple[int, str, str]]:
     return sql_files.migrations("postgres")
 
 
-def _columns_of(jobs: Sequence[NewJob], now: float) -> dict[str, Any]:
-    """The parameters of ``insert_many``: one array per insert column, under insert's names."""
-    columns = zip(*(insert_row(new, now) for new in jobs), strict=True)
-    return {c.name: list(values) for c, values in zip(INSERT_COLUMNS, columns, strict=True)}
+_QUEUED = ("queued",)  #: the status column insert_copy writes after insert_row's values
+
+
+def _copied(jobs: Sequence[NewJob]) -> bool:
+    """Whether ``_insert`` writes ``jobs`` by one COPY: a batch without keys (a key needs insert's
+    ON CONFLICT)."""
+    return len(jobs) > 1 and all(new.key is None for new in jobs)
 
 
 class PostgresBackend:
@@ -151,14 +161,21 @@ class PostgresBackend:
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
-        """Turn psycopg's errors into conveyor's: connection trouble is StoreUnavailable."""
+        """Turn psycopg's errors into conveyor's: an outage is StoreUnavailable (retried); a wrong
+        password, database or URL is StoreError with the server's own message (errors.py)."""
         try:
             yield
         except PoolTimeout as exc:
+            failure = connect_failure(self.conninfo)  # the pool does not say why: ask the server once
+            permanent = None if failure is None else permanent_error(failure, self._where)
+            if permanent is not None:
+                raise permanent from exc
             raise StoreUnavailable(
                 f"PostgreSQL at {self._where} unreachable ({what}): no connection within {self.pool_timeout} s"
             ) from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            if (permanent := permanent_error(exc, self._where)) is not None:
+                raise permanent from exc
             raise StoreUnavailable(f"PostgreSQL at {self._where} unreachable ({what}): {exc}".strip()) from exc
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL at {self._where} refused {what}: {exc}".strip()) from exc
@@ -248,7 +265,7 @@ class PostgresBackend:
             return []
         if connection is not None:
             return self._enqueue_in(connection, jobs, now)
-        if len(jobs) == 1:  # one statement, committed on its own: one round trip
+        if len(jobs) == 1 or _copied(jobs):  # one statement, atomic and committed on its own: no BEGIN/COMMIT
             with self._conn("enqueue") as conn:
                 return self._insert(conn, jobs, now)
         with self._conn("enqueue") as conn, conn.transaction():
@@ -282,12 +299,15 @@ class PostgresBackend:
             return stored
 
     def _insert(self, conn: Any, jobs: Sequence[NewJob], now: float) -> list[Job]:
-        """The inserts: one statement for a batch without keys, else pipelined row by row,
-        where a key held by an unfinished job yields that job instead."""
+        """The inserts: one COPY for a batch without keys (all rows or none), else pipelined row
+        by row, where a key held by an unfinished job yields that job instead."""
         q = queries()
-        if len(jobs) > 1 and all(new.key is None for new in jobs):
+        if _copied(jobs) and conn.pgconn.pipeline_status == PipelineStatus.OFF:  # no COPY in a caller's pipeline
             try:
-                conn.execute(q["insert_many"], _columns_of(jobs, now))
+                with conn.cursor() as cur, cur.copy(q["insert_copy"]) as copy:
+                    write = copy.write_row
+                    for new in jobs:
+                        write(insert_row(new, now) + _QUEUED)
             except pg_errors.UniqueViolation as exc:
                 raise self._duplicate(exc, jobs) from exc
             return [new_job_record(new, now) for new in jobs]
@@ -392,30 +412,38 @@ class PostgresBackend:
 
     def finish_many(self, reports: Sequence[Report], now: float) -> list[bool]:
         """Successes, the common case, in one statement; any other outcome (or a success guarded
-        by ``lease_before``) in one of its own. Each report is atomic on its own: no report
-        depends on another of the batch."""
+        by ``lease_before``) in one of its own, all sent in one pipeline (one round trip however
+        many there are). Each report is atomic on its own: no report depends on another."""
         q = queries()
+        succeeded: list[int] = []
+        others: list[int] = []
+        for i, report in enumerate(reports):
+            outcome = report.outcome
+            batched = outcome.kind is OutcomeKind.SUCCEEDED and outcome.lease_before is None
+            (succeeded if batched else others).append(i)
         done: dict[int, bool] = {}
-        succeeded = [
-            i
-            for i, r in enumerate(reports)
-            if r.outcome.kind is OutcomeKind.SUCCEEDED and r.outcome.lease_before is None
-        ]
         with self._conn("finish", worker=True) as conn:
-            if succeeded:
-                batch = [reports[i] for i in succeeded]
-                params = {
-                    "now": now,
-                    "ids": [r.job_id for r in batch],
-                    "tokens": [r.token for r in batch],
-                    "results": [codec.dumps(r.outcome.result) for r in batch],
-                }
-                written = {row[0] for row in conn.execute(q["finish_succeeded_many"], params).fetchall()}
+            statements = len(others) + (1 if succeeded else 0)
+            with conn.pipeline() if statements > 1 else nullcontext():
+                many = None
+                if succeeded:
+                    batch = [reports[i] for i in succeeded]
+                    params = {
+                        "now": now,
+                        "ids": [r.job_id for r in batch],
+                        "tokens": [r.token for r in batch],
+                        "results": [r.outcome.result_text() for r in batch],
+                    }
+                    many = conn.execute(q["finish_succeeded_many"], params)
+                each = [
+                    (i, conn.execute(q[FINISH_STATEMENTS[reports[i].outcome.kind]], finish_params(reports[i], now)))
+                    for i in others
+                ]
+            # the pipeline, if any, is synced here: every statement's result has arrived
+            if many is not None:
+                written = {row[0] for row in many.fetchall()}
                 done.update((i, reports[i].token in written) for i in succeeded)
-            for i, report in enumerate(reports):
-                if i not in done:
-                    statement = q[FINISH_STATEMENTS[report.outcome.kind]]
-                    done[i] = conn.execute(statement, finish_params(report, now)).rowcount == 1
+            done.update((i, cursor.rowcount == 1) for i, cursor in each)
         return [done[i] for i in range(len(reports))]
 
     def expired(self, now: float, abort_margin: float, limit: int) -> list[Job]:
@@ -435,6 +463,7 @@ class PostgresBackend:
             "queue": query.queue,
             "status": None if query.status is None else query.status.value,
             "task": query.task,
+            "id_prefix": query.id_prefix,
             "due_before": query.due_before,
             "due_after": query.due_after,
             "limit": query.limit,

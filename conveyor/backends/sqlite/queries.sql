@@ -175,8 +175,12 @@ WHERE id = :id AND token = :token AND status = 'running'
   AND (:lease_before IS NULL OR lease_expires_at < :lease_before);
 
 -- name: finish_released
--- Handed back untouched (a stopping worker): no retry used, due as it was.
-UPDATE conveyor_jobs SET status = 'queued', token = NULL, lease_expires_at = NULL
+-- Handed back, no retry used: by a stopping worker (due again at once, in its old place in line), or
+-- by one that cannot run it (an unknown task: due at :retry_at, with the reason in :error, so a user
+-- sees why it waits; without one, an earlier run's error stays).
+UPDATE conveyor_jobs
+SET status = 'queued', token = NULL, lease_expires_at = NULL,
+    scheduled_at = coalesce(:retry_at, scheduled_at), error = coalesce(:error, error)
 WHERE id = :id AND token = :token AND status = 'running'
   AND (:lease_before IS NULL OR lease_expires_at < :lease_before);
 
@@ -213,6 +217,7 @@ SELECT {job_columns} FROM conveyor_jobs
 WHERE (:queue IS NULL OR queue = :queue)
   AND (:status IS NULL OR status = :status)
   AND (:task IS NULL OR task = :task)
+  AND (:id_prefix IS NULL OR substr(id, 1, length(:id_prefix)) = :id_prefix)  -- `conveyor job 3f2a`
   AND (:due_before IS NULL OR scheduled_at <= :due_before)
   AND (:due_after IS NULL OR scheduled_at > :due_after)
 ORDER BY seq DESC

@@ -221,10 +221,11 @@ class SQLiteBackend:
             return stored
 
     def _insert(self, conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[Job]:
-        """Insert in the open transaction: all rows in one executemany when no job has a key
-        (the common, fast case); row by row where keys must be looked up or an id is taken."""
+        """Insert in the open transaction: a batch without keys in one executemany (the common,
+        fast case); row by row where keys must be looked up, an id is taken, or there is one job
+        (whose IntegrityError already names the taken id: no savepoint needed)."""
         insert = self._sql["insert"]
-        if all(new.key is None for new in jobs):
+        if len(jobs) > 1 and all(new.key is None for new in jobs):
             conn.execute(self._sql["savepoint"])
             try:
                 conn.executemany(insert, [insert_row(new, now) for new in jobs])
@@ -346,6 +347,7 @@ class SQLiteBackend:
             "queue": query.queue,
             "status": None if query.status is None else Status(query.status).value,
             "task": query.task,
+            "id_prefix": query.id_prefix,
             "due_before": query.due_before,
             "due_after": query.due_after,
             "limit": query.limit,
