@@ -48,7 +48,7 @@ from ...job import Job, NewJob, Priority, Status
 from .. import sql_files
 from ..base import JobQuery, Outcome, OutcomeKind, Report
 from ..columns import insert_params, insert_row, new_job_record, row_to_job
-from ..rows import FINISH_STATEMENTS, finish_params
+from ..rows import FINISH_STATEMENTS, finish_params, list_params
 from .connections import (
     Connection,
     Listener,
@@ -459,16 +459,7 @@ class PostgresBackend:
         return None if row is None else row_to_job(row)
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
-        params = {
-            "queue": query.queue,
-            "status": None if query.status is None else query.status.value,
-            "task": query.task,
-            "id_prefix": query.id_prefix,
-            "due_before": query.due_before,
-            "due_after": query.due_after,
-            "limit": query.limit,
-            "offset": query.offset,
-        }
+        params = list_params(query)
         with self._conn("list jobs") as conn:
             rows = conn.execute(queries()["list_jobs"], params).fetchall()
         return [row_to_job(row) for row in rows]

@@ -26,7 +26,7 @@ from ...job import Job, NewJob, Priority, Status
 from .. import sql_files
 from ..base import JobQuery, Outcome, Report
 from ..columns import insert_row, new_job_record, row_to_job
-from ..rows import FINISH_STATEMENTS, finish_params
+from ..rows import FINISH_STATEMENTS, finish_params, list_params
 from . import schema
 from .errors import translated
 from .options import DEFAULT_BUSY_TIMEOUT, SQLiteOptions
@@ -343,16 +343,7 @@ class SQLiteBackend:
         return None if row is None else row_to_job(row)
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
-        params = {
-            "queue": query.queue,
-            "status": None if query.status is None else Status(query.status).value,
-            "task": query.task,
-            "id_prefix": query.id_prefix,
-            "due_before": query.due_before,
-            "due_after": query.due_after,
-            "limit": query.limit,
-            "offset": query.offset,
-        }
+        params = list_params(query)
         with self._read("list jobs") as conn:
             return [row_to_job(row) for row in conn.execute(self._sql["list_jobs"], params)]
 
