@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar, overload
 
-from .backends import open_backend
+from .backends import describe_url, open_backend
 from .backends.base import Backend, JobQuery
 from .errors import InvalidTransition, JobNotFound
 from .execution import run_sync, unknown_task
@@ -39,22 +39,6 @@ def choose_url(flag: str | None = None, code_url: str | None = None) -> tuple[st
         if url:
             return url, source
     return DEFAULT_URL, DEFAULT
-
-
-def describe_url(url: str) -> str:
-    """The URL as a person should see it: a SQLite path made absolute (a relative one is relative to
-    the working directory), a password hidden."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return f"sqlite:///{os.path.abspath(url)}"
-    if scheme == "sqlite":
-        path, qmark, query = rest[1:].partition("?") if rest.startswith("/") else (rest, "", "")
-        return f"sqlite:///{os.path.abspath(path)}{qmark}{query}"
-    netloc, slash, tail = rest.partition("/")
-    user, at, host = netloc.rpartition("@")
-    if at and ":" in user:
-        netloc = f"{user.split(':', 1)[0]}:***@{host}"
-    return f"{scheme}://{netloc}{slash}{tail}"
 
 
 class App:

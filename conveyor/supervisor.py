@@ -146,7 +146,7 @@ class Supervisor:
     def run(self) -> int:
         """Start the children and watch them; returns the exit code for the parent."""
         app = self._app or self.load()
-        from .app import describe_url
+        from .backends import describe_url
 
         log.info("supervising %d worker processes of %s; store %s (from %s)",
                  self.processes, self.app_path, describe_url(app.url), app.url_source)  # fmt: skip

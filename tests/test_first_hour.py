@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from conveyor import App, Priority, load_app
-from conveyor.app import DEFAULT_URL, choose_url, describe_url
+from conveyor.app import DEFAULT_URL, choose_url
+from conveyor.backends import describe_url
 from conveyor.codec import ArgumentError
 from conveyor.demo import MINIMUM, delay_line, jobs_note
 

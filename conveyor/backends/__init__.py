@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ..errors import StoreError
 from .base import Backend
 
-__all__ = ["Backend", "StoreMissing", "open_backend"]
+__all__ = ["Backend", "StoreMissing", "describe_url", "open_backend"]
 
 
 class StoreMissing(StoreError):
@@ -19,13 +19,25 @@ def _scheme(url: str) -> str:
     return urlsplit(url).scheme if "://" in url else ""
 
 
+def describe_url(url: str) -> str:
+    """The URL as a person should see it: a SQLite path made absolute (a relative one is relative to
+    the working directory), a password hidden."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return f"sqlite:///{os.path.abspath(url)}"
+    if scheme == "sqlite":
+        path, qmark, query = rest[1:].partition("?") if rest.startswith("/") else (rest, "", "")
+        return f"sqlite:///{os.path.abspath(path)}{qmark}{query}"
+    netloc, slash, tail = rest.partition("/")
+    user, at, host = netloc.rpartition("@")
+    if at and ":" in user:
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    return f"{scheme}://{netloc}{slash}{tail}"
+
+
 def _server(url: str) -> str:
     """A server URL as error messages name it: no password, no query."""
-    parts = urlsplit(url)
-    if parts.password:
-        host = parts.netloc.rpartition("@")[2]
-        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
-    return urlunsplit(parts._replace(query=""))
+    return describe_url(url).partition("?")[0]
 
 
 def open_backend(url: str, *, migrate: bool = True, must_exist: bool = False) -> Backend:

@@ -12,8 +12,8 @@ import click
 from rich.console import Console
 
 from .. import codec
-from ..app import App, choose_url, describe_url, load_app
-from ..backends import open_backend
+from ..app import App, choose_url, load_app
+from ..backends import describe_url, open_backend
 from ..job import Job, Priority
 
 console = Console()  #: tables and results, on stdout

@@ -8,8 +8,7 @@ import sys
 
 import click
 
-from ..app import describe_url
-from ..backends import open_backend
+from ..backends import describe_url, open_backend
 from ..logs import FORMATS, configure_logging, parse_level
 from .common import fail, import_app, url_option
 

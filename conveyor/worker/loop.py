@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..app import describe_url
+from ..backends import describe_url
 from ..errors import StoreUnavailable
 from ..execution import failed, failed_permanently, run_async, run_sync, storable
 from ..job import Job, JobError
