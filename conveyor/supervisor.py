@@ -29,7 +29,7 @@ import msgspec
 
 from .errors import StoreUnavailable
 from .logs import FORMATS
-from .worker.options import WorkerOptions
+from .worker.options import WorkerOptions, renew_interval
 
 if TYPE_CHECKING:
     from .app import App
@@ -204,7 +204,7 @@ class Supervisor:
     def _renew_leases(self, app: App) -> None:
         """Extend the leases of the jobs of every live, running child until the supervisor stops.
         Nothing stops this thread but that: a store error is logged and tried again."""
-        every = min(app.lease / 3, 1.0)
+        every = renew_interval(app.lease)
         store_down = False
         while not self._stopping.wait(every):
             ids = [

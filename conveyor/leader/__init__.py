@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import StoreUnavailable
+from ..worker.options import renew_interval
 from .prune import prune
 from .rescue import rescue
 
@@ -55,7 +56,7 @@ class Leader:
         self.app = app
         self.owner = owner
         self.lease = app.lease
-        self.every = min(self.lease / 3, 1.0)  #: seconds between passes: well under the lock's ttl
+        self.every = renew_interval(self.lease)  #: seconds between passes: well under the lock's ttl
         self.duties = [Duty("rescue", self.every, rescue, waits_after_outage=True), Duty("prune", PRUNE_EVERY, prune)]
         self.is_leader = False
         self._outage = False  # the store was unreachable since the last pass

@@ -20,6 +20,7 @@ from ..execution import failed_permanently, storable, timed_out
 from ..job import ExitCode
 from ..outcome import Report
 from .joblog import log_outcome
+from .options import renew_interval
 from .reporter import Reporter
 from .runs import Run, Runs
 
@@ -55,7 +56,7 @@ class Monitor:
         self.reporter = reporter
         self.on_stuck = on_stuck
         self.stuck_after = stuck_after  #: None: never (a standalone worker cannot be replaced)
-        self.beat_every = min(lease / 3, 1.0)
+        self.beat_every = renew_interval(lease)
         self._store_down = False
         self._failing_since: float | None = None  # time.monotonic() of the first unexpected failure in a row
 

@@ -5,6 +5,12 @@ from __future__ import annotations
 import msgspec
 
 
+def renew_interval(lease: float) -> float:
+    """Seconds between lease renewals (heartbeats, the supervisor's, the leader lock's): a third of
+    the lease, so two renewals can fail before it runs out, and at most 1 s."""
+    return min(lease / 3, 1.0)
+
+
 class WorkerOptions(msgspec.Struct, kw_only=True, frozen=True):
     """How one worker process runs. Validated by ``check``; every field has the CLI's default."""
 
