@@ -1,6 +1,15 @@
 """conveyor: a durable task runner. Start on a SQLite file; grow onto a server when one machine is not enough."""
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
+try:
+    __version__ = _version("conveyor")  #: the installed version (the worker registry records it)
+except PackageNotFoundError:  # pragma: no cover - run from a source tree that was never installed
+    __version__ = "0+unknown"
+
 from .app import App, load_app
+from .background import BackgroundWorker
 from .context import JobContext, current_job
 from .errors import (
     ConveyorError,
@@ -10,22 +19,32 @@ from .errors import (
     InvalidTransition,
     JobFailed,
     JobNotFound,
+    LockNotAcquired,
     Retry,
     StoreError,
     StoreUnavailable,
 )
+from .events import Event, EventKind
 from .handle import JobHandle
+from .health import Health
 from .job import ExitCode, Job, JobError, Priority, Status
+from .locks import Lock
+from .operations import QueueInfo, Switches, WorkerInfo, WorkerState
+from .subscription import Subscription
 from .task import Signature, Task
 from .worker import Worker, WorkerOptions
 
 __all__ = [
     "App",
+    "BackgroundWorker",
     "ConveyorError",
     "DeadlockError",
     "Discard",
     "DuplicateJob",
+    "Event",
+    "EventKind",
     "ExitCode",
+    "Health",
     "InvalidTransition",
     "Job",
     "JobContext",
@@ -33,15 +52,23 @@ __all__ = [
     "JobFailed",
     "JobHandle",
     "JobNotFound",
+    "Lock",
+    "LockNotAcquired",
     "Priority",
+    "QueueInfo",
     "Retry",
     "Signature",
     "Status",
     "StoreError",
     "StoreUnavailable",
+    "Subscription",
+    "Switches",
     "Task",
     "Worker",
+    "WorkerInfo",
     "WorkerOptions",
+    "WorkerState",
+    "__version__",
     "current_job",
     "load_app",
 ]

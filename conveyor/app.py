@@ -1,4 +1,8 @@
-"""App: the task registry, its configuration, and the enqueue / query / control facade."""
+"""App: the task registry, its configuration, and the enqueue / query / control facade.
+
+Thin by design: the event log's reading and following live in ``subscription.py``, operations
+(registry, switches, stop requests) in ``operations.py``, ``health.py``, ``locks.py`` and
+``background.py``; the App validates arguments and hands them over."""
 
 from __future__ import annotations
 
@@ -8,16 +12,25 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from . import operations
 from .backends import describe_url, open_backend
 from .backends.base import Backend, JobQuery
 from .errors import InvalidTransition, JobNotFound
+from .events import Event, EventQuery
 from .execution import run_sync, unknown_task
 from .handle import JobHandle
 from .job import Job, Status
+from .operations import QueueInfo, Switches, SwitchScope, WorkerInfo
 from .outcome import Outcome, OutcomeKind
+from .subscription import Subscription, check_position, kinds_filter
 from .task import CallOptions, Signature, Task, make_options
+
+if TYPE_CHECKING:
+    from .background import BackgroundWorker
+    from .health import Health
+    from .locks import Lock
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,6 +67,8 @@ class App:
     ``max_rescues``: how many times a job is queued again after its worker died (its lease ran
     out) while running it; the next such death fails it with exit code 137 (a poison job).
     ``eager``: run every enqueued job inline at once, with no retry (see ``eager()``).
+    ``event_ttl``: seconds the event log keeps an event (the leader prunes older ones; a job's
+    events also go when the job is pruned). A week by default.
     """
 
     def __init__(
@@ -65,11 +80,14 @@ class App:
         migrate: bool = True,
         max_rescues: int = 2,
         eager: bool = False,
+        event_ttl: float = 7 * 86400.0,
     ) -> None:
         if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
             raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
         if isinstance(max_rescues, bool) or not isinstance(max_rescues, int) or max_rescues < 0:
             raise ValueError(f"max_rescues must be an int >= 0, got {max_rescues!r}")
+        if isinstance(event_ttl, bool) or not isinstance(event_ttl, (int, float)) or not event_ttl > 0:
+            raise ValueError(f"event_ttl must be > 0 seconds, got {event_ttl!r}")
         self.code_url: str | None = url or None  #: the URL given in code; None when none was
         self.url, self.url_source = choose_url(None, self.code_url)  #: the store used, and where it came from
         self._warn_if_overridden()
@@ -77,6 +95,7 @@ class App:
         self.clock = clock
         self.migrate = migrate
         self.max_rescues = max_rescues
+        self.event_ttl = float(event_ttl)
         self.is_eager = bool(eager)  #: True while enqueued jobs run inline (App(eager=True) or ``with app.eager()``)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._backend: Backend | None = None
@@ -276,6 +295,144 @@ class App:
         ``older_than`` seconds ago. Returns how many were deleted."""
         now = self.clock()
         return self.backend.prune(now, None if older_than is None else now - older_than)
+
+    # the event log ------------------------------------------------------------------
+    def events(
+        self,
+        job_id: str | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        kinds: Iterable[str] | str | None = None,
+        after: int = 0,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """Events matching every filter given (``kinds``: any of these kinds, str or EventKind),
+        with a sequence number past ``after``, oldest first, at most ``limit``. To read on, pass
+        the last one's ``seq`` as ``after``."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be an int >= 1, got {limit!r}")
+        query = EventQuery(after=check_position(after), job_id=job_id, task=task, queue=queue,
+                           kinds=kinds_filter(kinds), limit=limit)  # fmt: skip
+        return self.backend.events(query)
+
+    def subscribe(
+        self,
+        pattern: str = "*",
+        *,
+        after: int | None = None,
+        job_id: str | None = None,
+        kinds: Iterable[str] | str | None = None,
+        poll: float = 1.0,
+    ) -> Subscription:
+        """Follow the event log: an iterator (and async iterator) of the events that match, as
+        they are written, each exactly once and in order (see ``Subscription``).
+
+        ``pattern``: '*' for everything, or a task or queue name, or a glob of one ('emails.*').
+        ``after``: None for events from now on; a sequence number (a saved ``last_seq``) to
+        resume right after it; 0 for the whole log. ``poll``: longest wait between reads."""
+        if not isinstance(pattern, str):
+            raise ValueError(f"pattern must be a string ('*', a name or a glob), got {pattern!r}")
+        if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not poll > 0:
+            raise ValueError(f"poll must be > 0 seconds, got {poll!r}")
+        start = self.backend.last_event_seq() if after is None else check_position(after)
+        return Subscription(self.backend, after=start, pattern=pattern or "*", job_id=job_id,
+                            kinds=kinds_filter(kinds), poll=float(poll))  # fmt: skip
+
+    # operations -------------------------------------------------------------------
+    def workers(self) -> list[WorkerInfo]:
+        """Every registered worker process (running, stopping, stopped or dead), newest first."""
+        return self.backend.list_workers()
+
+    def queues(self) -> list[QueueInfo]:
+        """Every queue that has jobs or is paused: paused or not, its jobs by status, and the
+        due time of its oldest queued job (``conveyor queues``)."""
+        now = self.clock()
+        backend = self.backend
+        return operations.queue_infos(backend.counts(now), backend.oldest_due(now), backend.switches())
+
+    def switches(self) -> Switches:
+        """What is turned off now: paused queues, disabled tasks, everything."""
+        return self.backend.switches()
+
+    def pause_queue(self, name: str) -> bool:
+        """Stop claims from queue ``name`` on every worker, from now until ``resume_queue``
+        (running jobs finish; enqueueing goes on). True if it was not paused already."""
+        return self._switch(SwitchScope.QUEUE, operations.check_name("queue", name), off=True)
+
+    def resume_queue(self, name: str) -> bool:
+        """Let workers claim from queue ``name`` again. True if it was paused."""
+        return self._switch(SwitchScope.QUEUE, operations.check_name("queue", name), off=False)
+
+    def disable_task(self, name: str) -> bool:
+        """Leave the queued jobs of task ``name`` queued, untouched, until ``enable_task``
+        (running ones finish). True if it was not disabled already."""
+        return self._switch(SwitchScope.TASK, operations.check_name("task", name), off=True)
+
+    def enable_task(self, name: str) -> bool:
+        """Let workers claim jobs of task ``name`` again. True if it was disabled."""
+        return self._switch(SwitchScope.TASK, operations.check_name("task", name), off=False)
+
+    def disable_all(self) -> bool:
+        """Claim nothing anywhere until ``enable_all`` (a maintenance window). True if it changed."""
+        return self._switch(SwitchScope.ALL, "", off=True)
+
+    def enable_all(self) -> bool:
+        """Undo ``disable_all``. True if everything was disabled."""
+        return self._switch(SwitchScope.ALL, "", off=False)
+
+    def _switch(self, scope: SwitchScope, name: str, *, off: bool) -> bool:
+        return self.backend.set_switch(scope, name, off, self.clock())
+
+    def stop_workers(
+        self, queues: Sequence[str] | str | None = None, worker_ids: Sequence[str] | str | None = None
+    ) -> list[str]:
+        """Ask workers to stop gracefully, as SIGTERM would, through the store (any host): the
+        running workers serving any of ``queues``, or the workers ``worker_ids`` (exactly one of
+        the two; ValueError naming ids not running). Each hears it at its next heartbeat; a
+        supervisor does not replace a child stopped this way. Returns the ids asked."""
+        names = [queues] if isinstance(queues, str) else None if queues is None else list(queues)
+        ids = [worker_ids] if isinstance(worker_ids, str) else None if worker_ids is None else list(worker_ids)
+        wanted = operations.workers_to_stop(self.backend.list_workers(), names, ids)
+        if not wanted:
+            return []
+        return self.backend.request_worker_stop(wanted, self.clock())
+
+    def health(self, queues: Sequence[str] | None = None, *, stale_after: float | None = None) -> Health:
+        """A structured report: store reachable (and its latency), schema current, live workers
+        per queue, the leader, the age of each queue's oldest due job; ``.healthy`` and
+        ``.problems`` say whether it is fit to work and why not (see ``conveyor.health``). Never
+        raises for an unreachable store. ``queues``: queues that must have a live worker."""
+        from .health import check_health
+
+        return check_health(self, [queues] if isinstance(queues, str) else queues, stale_after)
+
+    def lock(self, name: str, ttl: float = 30.0, owner: str | None = None) -> Lock:
+        """A named lock in the store, safe across processes and hosts, held ``ttl`` seconds at a
+        time (see ``conveyor.locks.Lock``). Non-blocking: ``lock.acquire()`` returns False, and
+        ``with app.lock(name):`` raises LockNotAcquired, while another owner holds it."""
+        from .locks import Lock
+
+        return Lock(self.backend, name, ttl=ttl, owner=owner, clock=self.clock)
+
+    def start_background_worker(
+        self,
+        queues: Sequence[str] = ("default",),
+        concurrency: int = 4,
+        *,
+        scope: str = "host",
+        ttl: float | None = None,
+        **settings: Any,
+    ) -> BackgroundWorker:
+        """Run a worker on a daemon thread of ONE of the processes that call this (a web
+        server's processes, from their startup hook, after any fork): one per host (``scope``
+        "host") or per cluster ("cluster"), elected by a lock in the store whose ``ttl`` (default:
+        the lease) bounds how long a crashed holder keeps the others waiting. ``settings``: any
+        other WorkerOptions field (grace, poll...). See ``conveyor.background``."""
+        from .background import BackgroundWorker, background_options, lock_name
+
+        lock_name(scope)  # a bad scope fails here, before anything starts
+        options = background_options({**settings, "queues": queues, "concurrency": concurrency})
+        return BackgroundWorker(self, options, scope=scope, ttl=ttl).start()
 
     # running --------------------------------------------------------------------
     def run_until_empty(self, queues: Sequence[str] | None = None) -> int:

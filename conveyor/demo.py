@@ -273,6 +273,23 @@ class _Demo:
         processes = Counter(_process(j.worker_id) for group in by_task.values() for j in group)
         share = ", ".join(f"{process}: {n}" for process, n in sorted(processes.items()))
         say(f"[bold]workers[/bold]: jobs per worker process: {share}")
+        self._events_note(retried[0] if retried else None)
+
+    def _events_note(self, retried: Job | None) -> None:
+        """The event log the run left: how many events of each kind, and one retried job's history."""
+        kinds: Counter[str] = Counter()
+        after = 0
+        while page := self.app.events(after=after, limit=1000):
+            kinds.update(event.kind for event in page)
+            after = page[-1].seq
+        tally = ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())
+        self.console.print(f"[bold]events[/bold]: {sum(kinds.values())} in the log ({tally})")
+        if retried is not None:
+            history = " -> ".join(event.kind for event in self.app.events(job_id=retried.id))
+            self.console.print(f"  one fetch_rates job's history: {history}  (conveyor events --job {retried.id[:8]})")
+        registered = self.app.workers()
+        self.console.print(f"  {len(registered)} worker processes registered themselves and stopped; "
+                           f"follow a live system with [cyan]conveyor watch[/cyan]")  # fmt: skip
 
 
 def jobs_note(count: int) -> str | None:

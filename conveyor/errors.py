@@ -59,6 +59,17 @@ class InvalidTransition(ConveyorError, ValueError):
     """A control call (cancel, retry) does not apply to the job's current state."""
 
 
+class LockNotAcquired(ConveyorError):
+    """``with app.lock(name):`` found the lock held by another owner (locks are non-blocking by
+    default: the block does not run). ``holder`` is who held it, when known."""
+
+    def __init__(self, name: str, holder: str | None = None) -> None:
+        by = f" by {holder}" if holder else ""
+        super().__init__(f"lock {name!r} is held{by}; not acquired")
+        self.name = name
+        self.holder = holder
+
+
 class Retry(Exception):
     """Raise inside a task to ask for another run after ``delay`` seconds.
 

@@ -12,6 +12,8 @@ from .job import Job, Status
 if TYPE_CHECKING:
     from .app import App
 
+RECHECK = 1.0  #: longest wait for an event before the job is read again anyway
+
 
 class JobHandle:
     """A reference to one stored job. ``record`` is the last state read from the store."""
@@ -57,22 +59,28 @@ class JobHandle:
         inside a running task unless ``allow_in_task`` (a task waiting on another job can
         starve the very worker that would run it; in eager mode the job has already run, so
         no guard is needed).
+
+        It does not poll on a timer: between reads of the job it waits for the next event in the
+        store's log (``EventLog.wait_for_events``: a NOTIFY on PostgreSQL, a cheap poll on SQLite),
+        which every change of the job writes; at most ``RECHECK`` s pass between reads.
         """
         if context.in_task() and not allow_in_task and not self.app.is_eager:
             raise DeadlockError(
                 f"waiting for job {self.id} inside a running task can deadlock the worker; "
                 "pass allow_in_task=True if that job runs elsewhere"
             )
+        backend = self.app.backend
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.005
-        while True:
+        job = self.refresh()
+        while not job.status.finished:
+            seen = backend.last_event_seq()  # read before the job: a change after it has a later event
             job = self.refresh()
-            if job.status is Status.SUCCEEDED:
-                return job.result
-            if job.status in (Status.FAILED, Status.CANCELLED):
-                raise JobFailed(job.id, job.status.value, job.error)
-            if deadline is not None and time.monotonic() >= deadline:
+            if job.status.finished:
+                break
+            wait = RECHECK if deadline is None else min(RECHECK, deadline - time.monotonic())
+            if wait <= 0:
                 raise TimeoutError(f"job {self.id} not finished after {timeout} s (status {job.status.value})")
-            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
-            time.sleep(wait)
-            pause = min(pause * 1.5, 0.2)
+            backend.wait_for_events(seen, wait)
+        if job.status is Status.SUCCEEDED:
+            return job.result
+        raise JobFailed(job.id, job.status.value, job.error)

@@ -6,6 +6,10 @@ opens its store: every ``min(lease / 3, 1 s)`` it extends the leases of every jo
 that is alive and not stopped. A child whose task holds the GIL (a long C call) cannot run its own
 heartbeat, but it is alive, so its jobs are not rescued and run twice; a SIGSTOPped or dead child
 is skipped, so its jobs still come back when their leases run out.
+
+A child stopped through the store (``app.stop_workers``) exits with EXIT_STOP_REQUESTED and is not
+replaced: the user asked for it to stop. Once every child has been stopped that way, the
+supervisor exits 0.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import msgspec
 
 from .errors import StoreUnavailable
 from .logs import FORMATS
+from .worker.loop import EXIT_STOP_REQUESTED
 from .worker.options import WorkerOptions, renew_interval
 
 if TYPE_CHECKING:
@@ -62,9 +67,9 @@ def _child_main(
     app.use_url(url)  # --url beats $CONVEYOR_URL and the URL given in code, as in the supervisor
     worker = Worker(app, options)
     ready.set()
-    worker.run()
+    code = worker.run()  # a non-zero code (EXIT_STOP_REQUESTED included) ends the process in there
     logging.shutdown()
-    os._exit(0)  # do not wait for a thread still stuck in a timed-out sync task
+    os._exit(code)  # do not wait for a thread still stuck in a timed-out sync task
 
 
 def runnable(pid: int) -> bool:
@@ -130,6 +135,7 @@ class Supervisor:
         self._signals = 0
         self._last_signal = 0.0
         self._failed_starts = 0  # children in a row that died before they were ready
+        self._stopped_on_request = 0  # children that exited with EXIT_STOP_REQUESTED (not replaced)
         self._stopping = threading.Event()
         self._app: App | None = None
 
@@ -167,6 +173,9 @@ class Supervisor:
                     self._forward(signal.SIGTERM)
                     code = EXIT_GAVE_UP
                     break
+                if self._stopped_on_request and all(child is None for child in self._children):
+                    log.info("every worker process was stopped on request (stop_workers); the supervisor exits")
+                    break
                 time.sleep(0.1)
             self._stop_children()
         finally:
@@ -186,6 +195,13 @@ class Supervisor:
 
     def _replace(self, slot: int, child: _Child) -> None:
         exit_code = child.process.exitcode or 0
+        if exit_code == EXIT_STOP_REQUESTED:
+            log.info("worker process %d (pid %s, worker %s) was stopped on request; not replacing it",
+                     slot, child.process.pid, child.worker_id)  # fmt: skip
+            self._children[slot] = None
+            self._stopped_on_request += 1
+            self._failed_starts = 0
+            return
         log.warning("worker process %d (pid %s) exited with code %s", slot, child.process.pid, exit_code)
         if not child.ready.is_set():
             self._failed_starts += 1

@@ -246,7 +246,7 @@ def test_a_stale_token_cannot_finish_a_job(app: App) -> None:
 
     done = Outcome(kind=OutcomeKind.SUCCEEDED, result="stale result", exit_code=0)
     assert backend.finish(handle.id, stale, done, time.time()) is False
-    assert backend.progress(handle.id, stale, 99, "stale") is False
+    assert backend.progress(handle.id, stale, 99, "stale", time.time()) is False
     assert backend.heartbeat("worker-a", [stale], 30, time.time()) == {stale}
     after = app.job(handle.id)
     assert after == before

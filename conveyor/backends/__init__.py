@@ -40,7 +40,7 @@ def _server(url: str) -> str:
     return describe_url(url).partition("?")[0]
 
 
-def open_backend(url: str, *, migrate: bool = True, must_exist: bool = False) -> Backend:
+def open_backend(url: str, *, migrate: bool = True, must_exist: bool = False, fail_on_outage: bool = False) -> Backend:
     """The store for ``url``: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, a bare path,
     or ``postgresql://user@host/db`` (``postgres://`` too; needs ``pip install conveyor[postgres]``).
     A SQLite URL may end in ``?durable=false`` (producer commits skip fsync) and
@@ -49,7 +49,8 @@ def open_backend(url: str, *, migrate: bool = True, must_exist: bool = False) ->
     that its schema is current (run ``conveyor migrate`` to create or upgrade it).
     ``must_exist``: for readers; a missing SQLite file raises StoreMissing instead of being created.
     A PostgreSQL URL whose credentials, database or parameters are wrong raises StoreError at once
-    with the server's message (an outage is left to the pool's retries)."""
+    with the server's message; an outage is left to the pool's retries, unless ``fail_on_outage``
+    (one-shot commands, health probes): then it raises StoreUnavailable at once."""
     scheme = _scheme(url)
     if scheme in ("", "sqlite"):
         from .sqlite import SQLiteBackend, parse_url
@@ -68,7 +69,7 @@ def open_backend(url: str, *, migrate: bool = True, must_exist: bool = False) ->
                 f"the PostgreSQL store needs psycopg 3 and psycopg-pool: pip install -e '.[postgres]' ({exc})"
             ) from exc
         backend = PostgresBackend(url, migrate=migrate)
-        fail_fast(backend.conninfo, _server(url))
+        fail_fast(backend.conninfo, _server(url), outage=fail_on_outage)
         return backend
     raise StoreError(
         f"unsupported store URL {url!r}: this conveyor knows sqlite:///path.db and postgresql://user@host/db"

@@ -10,6 +10,12 @@ writes it.
 Every method that depends on the time takes ``now`` (Unix seconds) from the
 caller, so no store reads a clock of its own and tests may inject one.
 
+Events (DESIGN.md, principle 5): every method that changes a job's state appends the event
+``conveyor.events`` names for it in the same transaction, so the log and the jobs never
+disagree; the kind and payload are decided in Python (``events.outcome_event``...), the store
+writes the row. Claims honour the switches (``Control``): no job of a paused queue or a
+disabled task is claimed, nor any job while everything is disabled.
+
 Errors: a store raises ``StoreUnavailable`` when it cannot be reached or is
 busy right now (the same call may succeed later; workers retry it with
 back-off) and ``StoreError`` for anything permanent. No driver exception
@@ -23,10 +29,24 @@ from typing import Any, Protocol
 
 import msgspec
 
+from ..events import Event, EventQuery
 from ..job import Job, NewJob, Status
+from ..operations import Switches, SwitchScope, WorkerInfo, WorkerState
 from ..outcome import Outcome, OutcomeKind, Report
 
-__all__ = ["Admin", "Backend", "JobQuery", "JobStore", "Locks", "Outcome", "OutcomeKind", "Report"]
+__all__ = [
+    "Admin",
+    "Backend",
+    "Control",
+    "EventLog",
+    "JobQuery",
+    "JobStore",
+    "Locks",
+    "Outcome",
+    "OutcomeKind",
+    "Registry",
+    "Report",
+]
 
 
 class JobQuery(msgspec.Struct, kw_only=True):
@@ -87,8 +107,14 @@ class JobStore(Protocol):
         whose task holds the GIL (and so starves its own heartbeat) keeps its jobs."""
         ...
 
-    def progress(self, job_id: str, token: str, percent: float, message: str) -> bool:
-        """Record progress of a running job; False if the run is no longer current."""
+    def progress(self, job_id: str, token: str, percent: float, message: str, now: float) -> bool:
+        """Record progress of a running job (and a ``progress`` event); False if the run is no
+        longer current."""
+        ...
+
+    def emit(self, job_id: str, token: str, kind: str, data: str, now: float) -> bool:
+        """Append a running task's own event (``kind`` checked by events.check_custom_kind,
+        ``data`` JSON object text); False, and nothing written, if the run is no longer current."""
         ...
 
     def finish(self, job_id: str, token: str, outcome: Outcome, now: float) -> bool:
@@ -121,6 +147,11 @@ class JobStore(Protocol):
         SCHEDULED. Only pairs with at least one job appear."""
         ...
 
+    def oldest_due(self, now: float) -> dict[str, float]:
+        """For each queue with queued jobs due at ``now``: the due time of its oldest (health's
+        "oldest queued job's age", ``conveyor queues``). Switches are not considered."""
+        ...
+
     def cancel(self, job_id: str, now: float) -> Job | None:
         """Cancel a job that has not finished; return it (unchanged if already finished)."""
         ...
@@ -128,6 +159,82 @@ class JobStore(Protocol):
     def requeue(self, job_id: str, now: float, reset: bool = False) -> Job | None:
         """Queue a failed or cancelled job again, due now; ``reset`` also zeroes its counters,
         result and error. Raises InvalidTransition if another unfinished job holds its key."""
+        ...
+
+
+class EventLog(Protocol):
+    """The event log: read it, follow it, prune it. Events are written by the steps they describe."""
+
+    def events(self, query: EventQuery) -> list[Event]:
+        """Events with ``seq > query.after`` matching the filters, in ``seq`` order, at most
+        ``query.limit``. Never skips an event that commits later with a lower number: only events
+        whose ``seq`` can no longer be preceded by an uncommitted one are returned (on PostgreSQL
+        a sequencer numbers committed events in commit order; SQLite's writers are serial)."""
+        ...
+
+    def last_event_seq(self) -> int:
+        """The highest ``seq`` ``events`` would return now (0 for an empty log): where a
+        subscriber that wants only new events starts."""
+        ...
+
+    def wait_for_events(self, after: int, timeout: float) -> None:
+        """Block until an event past ``after`` may be readable, or ``timeout`` seconds pass. A
+        hint (it may wake early); PostgreSQL is woken by NOTIFY, SQLite polls cheaply."""
+        ...
+
+    def prune_events(self, before: float) -> int:
+        """Delete events written before ``before`` (the leader's ``event_ttl``); returns how many.
+        A finished job's events also go when ``prune`` deletes the job."""
+        ...
+
+
+class Control(Protocol):
+    """Switches that stop claims at run time, across hosts: paused queues, disabled tasks, all."""
+
+    def set_switch(self, scope: SwitchScope, name: str, off: bool, now: float) -> bool:
+        """Turn a queue (paused), a task (disabled) or everything (``name`` '') off, or back on.
+        Persistent. Returns True if that changed anything, and then appends its event
+        (queue_paused, task_enabled, ...) in the same transaction."""
+        ...
+
+    def switches(self) -> Switches:
+        """What is turned off right now."""
+        ...
+
+
+class Registry(Protocol):
+    """The worker registry: each worker process registers itself and refreshes its row with its
+    heartbeat; ``stop_workers`` asks workers to stop through it."""
+
+    def register_worker(self, info: WorkerInfo, now: float) -> None:
+        """Insert (or replace) a worker's row, ``last_seen`` = now, and append worker_started."""
+        ...
+
+    def beat_worker(self, worker_id: str, in_flight: int, state: WorkerState, leader: bool, now: float) -> bool | None:
+        """Refresh a worker's row; returns whether a stop was requested for it, or None if the
+        row is gone (pruned while the worker was paused or cut off): it registers again."""
+        ...
+
+    def end_worker(self, worker_id: str, now: float) -> None:
+        """Mark a worker STOPPED (a clean exit) and append worker_stopped."""
+        ...
+
+    def list_workers(self) -> list[WorkerInfo]:
+        """Every registered worker, newest first."""
+        ...
+
+    def request_worker_stop(self, worker_ids: Sequence[str], now: float) -> list[str]:
+        """Ask these workers (running or stopping) to stop; returns the ids asked, each with a
+        stop_requested event."""
+        ...
+
+    def mark_dead_workers(self, seen_before: float, now: float) -> list[str]:
+        """Mark DEAD every running or stopping worker not seen since ``seen_before`` (the leader);
+        returns their ids, each with a worker_dead event."""
+        ...
+
+    def prune_workers(self, before: float) -> int:
+        """Delete the rows of workers STOPPED or DEAD and not seen since ``before``."""
         ...
 
 
@@ -144,6 +251,10 @@ class Locks(Protocol):
         """Give the lock up if ``owner`` holds it; False if it did not."""
         ...
 
+    def lock_owner(self, name: str, now: float) -> str | None:
+        """Who holds the lock unexpired at ``now``, or None."""
+        ...
+
 
 class Admin(Protocol):
     """Schema, connections and clean-up."""
@@ -156,19 +267,24 @@ class Admin(Protocol):
         current (StoreError if not). Returns the names of the migrations applied, if any."""
         ...
 
+    def schema_versions(self) -> tuple[int | None, int]:
+        """The schema version the store has (None: none yet) and the one this conveyor needs."""
+        ...
+
     def close(self) -> None:
         """Release connections (the store reopens on next use)."""
         ...
 
     def prune(self, now: float, finished_before: float | None = None) -> int:
-        """Delete finished jobs past their expiry (or, if given, all finished before that time)."""
+        """Delete finished jobs past their expiry (or, if given, all finished before that time),
+        and their events, in one transaction; returns how many jobs."""
         ...
 
     def destroy_all(self) -> None:
-        """Delete every job and lock (a test hook)."""
+        """Delete every job, event, lock, switch and worker row (a test hook)."""
         ...
 
 
-class Backend(JobStore, Locks, Admin, Protocol):
+class Backend(JobStore, EventLog, Control, Registry, Locks, Admin, Protocol):
     """A whole store: every concern. Implementations: sqlite.SQLiteBackend,
     postgres.PostgresBackend."""

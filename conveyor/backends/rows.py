@@ -1,13 +1,17 @@
 """Statement parameters the SQL stores share beyond the column registry (columns.py): how a
-reported outcome becomes the named parameters of a ``finish_*`` statement, and a JobQuery those
-of ``list_jobs``."""
+reported outcome becomes the named parameters of a ``finish_*`` statement, a JobQuery those of
+``list_jobs``, each transition its event row (kind and payload from ``conveyor.events``), and the
+rows of the event log and the worker registry their values."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import codec
-from ..job import Status
+from ..events import Event, EventKind, EventQuery, encode_data, enqueued_data
+from ..job import NewJob, Status
+from ..operations import Switches, SwitchScope, WorkerInfo, WorkerState
 from ..outcome import OutcomeKind, Report
 
 if TYPE_CHECKING:
@@ -45,3 +49,108 @@ def list_params(query: JobQuery) -> dict[str, Any]:
         "limit": query.limit,
         "offset": query.offset,
     }
+
+
+# events ------------------------------------------------------------------------------------------------
+#: An event row's values in the order of ``EVENT_COLUMNS`` (every dialect's ``insert_event``).
+EventRow = tuple[float, str, str | None, str | None, str | None, int, str | None, str]
+EVENT_COLUMNS = ("at", "kind", "job_id", "task", "queue", "attempt", "worker_id", "data")
+
+_EMPTY = "{}"
+_ENQUEUED = EventKind.ENQUEUED.value
+
+#: The event each switch change writes: (scope, turned off) -> kind.
+SWITCH_EVENTS: dict[tuple[SwitchScope, bool], EventKind] = {
+    (SwitchScope.QUEUE, True): EventKind.QUEUE_PAUSED,
+    (SwitchScope.QUEUE, False): EventKind.QUEUE_RESUMED,
+    (SwitchScope.TASK, True): EventKind.TASK_DISABLED,
+    (SwitchScope.TASK, False): EventKind.TASK_ENABLED,
+    (SwitchScope.ALL, True): EventKind.ALL_DISABLED,
+    (SwitchScope.ALL, False): EventKind.ALL_ENABLED,
+}
+
+
+def enqueued_rows(jobs: Iterable[NewJob], now: float) -> list[EventRow]:
+    """The ``enqueued`` events of jobs inserted at ``now`` (attempt 0; due time when delayed)."""
+    return [
+        (now, _ENQUEUED, new.id, new.task, new.queue, 0, None, enqueued_data(new.scheduled_at, now)) for new in jobs
+    ]
+
+
+def switch_row(scope: SwitchScope, name: str, off: bool, now: float) -> EventRow:
+    """The event of a switch turned off or on: its queue or task in that column."""
+    scope = SwitchScope(scope)
+    kind = SWITCH_EVENTS[scope, off]
+    task = name if scope is SwitchScope.TASK else None
+    queue = name if scope is SwitchScope.QUEUE else None
+    return (now, kind.value, None, task, queue, 0, None, _EMPTY)
+
+
+def worker_row(kind: EventKind, worker_id: str, now: float, data: str = _EMPTY) -> EventRow:
+    """A registry event (worker_stopped, worker_dead, stop_requested) about one worker."""
+    return (now, kind.value, None, None, None, 0, worker_id, data)
+
+
+def worker_started_row(info: WorkerInfo, now: float) -> EventRow:
+    """``worker_started``: where it runs and what it serves."""
+    data = encode_data({"host": info.host, "pid": info.pid, "queues": list(info.queues)})
+    return worker_row(EventKind.WORKER_STARTED, info.id, now, data)
+
+
+def event_params(query: EventQuery) -> dict[str, Any]:
+    """The named parameters of ``events`` / ``job_events``: a None filter matches everything;
+    ``kinds`` a list (a dialect may encode it), None for any."""
+    return {
+        "after": query.after,
+        "job_id": query.job_id,
+        "task": query.task,
+        "queue": query.queue,
+        "kinds": None if query.kinds is None else [str(kind) for kind in query.kinds],
+        "limit": query.limit,
+    }
+
+
+def row_to_event(row: Sequence[Any]) -> Event:
+    """An event from a row of (seq, at, kind, job_id, task, queue, attempt, worker_id, data), its
+    data as JSON text (or already decoded)."""
+    data = row[8]
+    return Event(
+        seq=row[0], at=float(row[1]), kind=row[2], job_id=row[3], task=row[4], queue=row[5], attempt=row[6],
+        worker_id=row[7], data=codec.loads(data) if isinstance(data, str | bytes) else dict(data),
+    )  # fmt: skip
+
+
+def switches_from(rows: Iterable[Sequence[Any]]) -> Switches:
+    """What is turned off, from (scope, name) rows of the switches table."""
+    queues: set[str] = set()
+    tasks: set[str] = set()
+    everything = False
+    for scope, name in rows:
+        if scope == SwitchScope.QUEUE:
+            queues.add(name)
+        elif scope == SwitchScope.TASK:
+            tasks.add(name)
+        elif scope == SwitchScope.ALL:
+            everything = True
+    return Switches(paused_queues=frozenset(queues), disabled_tasks=frozenset(tasks), everything=everything)
+
+
+# worker registry -------------------------------------------------------------------------------------------
+def worker_params(info: WorkerInfo, now: float) -> dict[str, Any]:
+    """The named parameters of ``register_worker``: the info as given, last seen ``now``."""
+    return {
+        "id": info.id, "host": info.host, "pid": info.pid, "queues": codec.dumps(list(info.queues)),
+        "concurrency": info.concurrency, "version": info.version, "started_at": info.started_at, "now": now,
+        "in_flight": info.in_flight, "state": WorkerState(info.state).value,
+        "stop_requested": bool(info.stop_requested), "leader": bool(info.leader),
+    }  # fmt: skip
+
+
+def row_to_worker(row: Sequence[Any]) -> WorkerInfo:
+    """A registered worker from a ``list_workers`` row (queues as JSON text or already decoded)."""
+    queues = row[3]
+    return WorkerInfo(
+        id=row[0], host=row[1], pid=row[2], queues=list(codec.loads(queues) if isinstance(queues, str) else queues),
+        concurrency=row[4], version=row[5], started_at=float(row[6]), last_seen=float(row[7]), in_flight=row[8],
+        state=WorkerState(row[9]), stop_requested=bool(row[10]), leader=bool(row[11]),
+    )  # fmt: skip

@@ -57,7 +57,7 @@ def open_app(url: str | None, app_path: str | None, *, read_only: bool = False, 
     if header:
         store_header(app)
     if read_only:
-        open_backend(app.url, migrate=False, must_exist=True).close()
+        open_backend(app.url, migrate=False, must_exist=True, fail_on_outage=True).close()
     return app
 
 

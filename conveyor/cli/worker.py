@@ -31,6 +31,8 @@ def _level(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
 @click.option("--poll", default=1.0, show_default=True, help="Longest idle wait between claims, in seconds.")
 @click.option("--stuck-after", default=5.0, show_default=True, help="With -p: seconds a sync task that timed out "
               "or was cancelled may hold its thread before its process is replaced.")  # fmt: skip
+@click.option("--no-leader", is_flag=True, help="Never take the leader lock (rescues, time-outs, pruning): leave "
+              "the leader duties to other workers.")  # fmt: skip
 @click.option("--log-level", default="info", show_default=True, callback=_level,
               help="debug, info, warning, error or critical.")  # fmt: skip
 @click.option("--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
@@ -39,7 +41,7 @@ def _level(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
 @url_option
 def worker(
     app_path: str, queues: str, concurrency: int, processes: int, grace: float, poll: float, stuck_after: float,
-    log_level: int, log_format: str, url: str | None,
+    no_leader: bool, log_level: int, log_format: str, url: str | None,
 ) -> None:  # fmt: skip
     """Run workers until SIGTERM or Ctrl-C.
 
@@ -52,7 +54,7 @@ def worker(
     try:
         options = WorkerOptions(
             queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
-            concurrency=concurrency, grace=grace, poll=poll, stuck_after=stuck_after,
+            concurrency=concurrency, grace=grace, poll=poll, stuck_after=stuck_after, leader=not no_leader,
         ).check()  # fmt: skip
         if processes < 0:
             raise ValueError(f"processes must be >= 0, got {processes}")

@@ -2,7 +2,9 @@
 
 Every worker runs a ``Leader`` on a thread of its own, off the heartbeat, so slow maintenance
 never delays lease renewal; only the lock's holder does the duties. One duty per module, each on
-its own timer: ``rescue`` (runs nobody is finishing), ``prune`` (expired results).
+its own timer: ``rescue`` (runs nobody is finishing), ``prune`` (expired results, old events),
+``workers`` (the registry: silent workers marked dead, old rows pruned). A worker started with
+``leader=False`` (``--no-leader``) runs no Leader at all.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from ..errors import StoreUnavailable
 from ..worker.options import renew_interval
 from .prune import prune
 from .rescue import rescue
+from .workers import workers
 
 if TYPE_CHECKING:
     from ..app import App
@@ -26,6 +29,7 @@ log = logging.getLogger("conveyor.leader")
 
 LOCK = "leader"  #: the named lock whose holder does the duties
 PRUNE_EVERY = 60.0  #: seconds between prunes
+WORKERS_EVERY = 2.0  #: seconds between registry passes (dead workers are found within stale_after + this)
 
 
 class Duty:
@@ -57,7 +61,11 @@ class Leader:
         self.owner = owner
         self.lease = app.lease
         self.every = renew_interval(self.lease)  #: seconds between passes: well under the lock's ttl
-        self.duties = [Duty("rescue", self.every, rescue, waits_after_outage=True), Duty("prune", PRUNE_EVERY, prune)]
+        self.duties = [
+            Duty("rescue", self.every, rescue, waits_after_outage=True),
+            Duty("prune", PRUNE_EVERY, prune),
+            Duty("workers", WORKERS_EVERY, workers, waits_after_outage=True),  # cut-off workers beat first
+        ]
         self.is_leader = False
         self._outage = False  # the store was unreachable since the last pass
         self._rescue_from = 0.0  # no rescue before this time (one lease after an outage)

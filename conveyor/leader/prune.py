@@ -1,4 +1,5 @@
-"""Leader duty: delete finished jobs past their result TTL, now and then."""
+"""Leader duty: delete finished jobs past their result TTL (their events go with them) and events
+older than the app's ``event_ttl``, now and then: the log never grows without bound."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ log = logging.getLogger("conveyor.leader")
 
 
 def prune(app: App, now: float) -> int:
-    """Delete the finished jobs whose expiry has passed; returns how many."""
+    """Delete the finished jobs whose expiry has passed, then the events older than
+    ``app.event_ttl``; returns how many jobs."""
     pruned = app.backend.prune(now)
     if pruned:
         log.info("pruned %d finished job(s) past their result TTL", pruned)
+    events = app.backend.prune_events(now - app.event_ttl)
+    if events:
+        log.info("pruned %d event(s) older than %.0f s", events, app.event_ttl)
     return pruned

@@ -2,11 +2,12 @@
 
 ``loop.py`` holds the life of a worker (read ``Worker.run`` top to bottom); the helper threads
 each have a module: ``reporter.py`` (the one path that writes outcomes), ``monitor.py`` (leases,
-time-outs), ``helpers.py`` (supervision: no helper thread dies silently); ``runs.py`` is the
-in-flight table, ``joblog.py`` the one log line per job outcome and ``options.py`` the typed settings.
+time-outs, the registry beat of ``registration.py``), ``helpers.py`` (supervision: no helper
+thread dies silently); ``runs.py`` is the in-flight table, ``joblog.py`` the one log line per job
+outcome and ``options.py`` the typed settings.
 """
 
-from .loop import EXIT_HELPER_FAILED, EXIT_STUCK, Worker
+from .loop import EXIT_HELPER_FAILED, EXIT_STOP_REQUESTED, EXIT_STUCK, Worker
 from .options import WorkerOptions
 
-__all__ = ["EXIT_HELPER_FAILED", "EXIT_STUCK", "Worker", "WorkerOptions"]
+__all__ = ["EXIT_HELPER_FAILED", "EXIT_STOP_REQUESTED", "EXIT_STUCK", "Worker", "WorkerOptions"]

@@ -2,9 +2,10 @@
 
 One worker is one process running up to ``concurrency`` jobs at once: sync tasks on threads,
 async tasks on an event loop in a thread of its own. Supervised helper threads do the rest
-(``helpers.py``): the reporter writes every outcome (``reporter.py``), the monitor renews leases
-and times runs out (``monitor.py``), the leader does leader duties on its own timer
-(``conveyor.leader``). ``run`` is the whole life of a worker; read it top to bottom.
+(``helpers.py``): the reporter writes every outcome (``reporter.py``), the monitor renews leases,
+times runs out and refreshes the worker's registry row (``monitor.py``, ``registration.py``), the
+leader does leader duties on its own timer (``conveyor.leader``; not with ``leader=False``).
+``run`` is the whole life of a worker; read it top to bottom.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from ..errors import StoreUnavailable
 from ..execution import failed, failed_permanently, run_async, run_sync, storable
 from ..job import Job, JobError
 from ..leader import Leader
+from ..operations import WorkerState
 from ..outcome import Outcome, OutcomeKind, Report
 from .helpers import Helper
 from .joblog import log_outcome
 from .monitor import TICK, Monitor
-from .options import WorkerOptions
+from .options import WorkerOptions, renew_interval, start_jitter
+from .registration import Registration, worker_info
 from .reporter import Reporter, released
 from .runs import Run, Runs
 
@@ -44,6 +47,7 @@ log = logging.getLogger("conveyor.worker")
 
 EXIT_HELPER_FAILED = 70  #: a helper thread failed unexpectedly; the worker stopped itself (EX_SOFTWARE)
 EXIT_STUCK = 75  #: a supervised child whose abandoned sync task will not let go of its thread
+EXIT_STOP_REQUESTED = 64  #: a supervised child stopped through the store (stop_workers): not to be restarted
 STOP_CHECK = 0.25  #: longest idle wait before the claim loop looks at a stop request again
 BATCH_WAIT = 0.001  #: how long a free slot may wait for others to free before a claim
 MAX_BACKOFF = 2.0  #: longest pause between claims against an unavailable store
@@ -71,16 +75,21 @@ class Worker:
         self.lease = app.lease
         self.queues = list(options.queues)
         self.concurrency = options.concurrency
-        self.id = options.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.exit_code = 0  #: what ``run`` returns: 0, or why the worker stopped itself
+        self.host = socket.gethostname()
+        self.id = options.worker_id or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.exit_code = 0  #: 0, or why the worker stopped itself (``run`` returns it; see there)
 
         # a finished run frees its slot at once; past BACKLOG_PER_SLOT unwritten outcomes a slot, claims stop
         self.runs = Runs(self.concurrency, backlog=max(MIN_BACKLOG, BACKLOG_PER_SLOT * self.concurrency))
         self.reporter = Reporter(self.backend, self.clock, self.runs)
         stuck_after = options.stuck_after if options.supervised else None
+        info = worker_info(self.id, self.host, os.getpid(), self.queues, self.concurrency, self.clock())
+        self.registration = Registration(self.backend, self.clock, info, self._registry_status, self._stop_asked)
+        self.first_poll = start_jitter(options.poll)  #: seconds before the first claim (the staggered start)
         self.monitor = Monitor(self.backend, self.clock, self.id, self.lease, self.runs, self.reporter,
-                               self._stuck, stuck_after)  # fmt: skip
-        self.leader = Leader(app, self.id)
+                               self._stuck, stuck_after, registration=self.registration,
+                               first_beat=min(start_jitter(options.poll), renew_interval(self.lease)))  # fmt: skip
+        self.leader = Leader(app, self.id)  #: does leader duties on its thread (unless ``options.leader`` is False)
         self._claiming = threading.Lock()  # held while a claim is in flight and its jobs start
         self._stopping = threading.Event()
         self._hurry = threading.Event()
@@ -94,25 +103,37 @@ class Worker:
             "loop": Helper("loop", self._loop.run_forever, self._helper_failed),
             "reporter": Helper("reporter", self.reporter.run, self._helper_failed),
             "monitor": Helper("monitor", functools.partial(self.monitor.run, self._closed), self._helper_failed),
-            "leader": Helper("leader", functools.partial(self.leader.run, self._leader_stop), self._helper_failed),
         }
+        if options.leader:
+            self._helpers["leader"] = Helper("leader", functools.partial(self.leader.run, self._leader_stop),
+                                             self._helper_failed)  # fmt: skip
 
     @property
     def is_leader(self) -> bool:
         """True while this worker holds the leader lock."""
         return bool(self.leader.is_leader)
 
+    @property
+    def stop_requested(self) -> bool:
+        """True once a stop was requested for this worker through the store (``app.stop_workers``)."""
+        return self.registration.stop_requested
+
     # the life of a worker ---------------------------------------------------------
     def run(self) -> int:
         """Claim and run jobs until ``stop()`` or SIGTERM/SIGINT, then hand back the rest.
 
-        Returns the exit code: 0, or EXIT_HELPER_FAILED / EXIT_STUCK when the worker stopped
-        itself; a supervised child then ends its process with it, for its supervisor to replace."""
+        A stop requested through the store (``app.stop_workers``, heard at a registry beat) is a
+        graceful stop too. Returns the exit code: 0, or EXIT_HELPER_FAILED / EXIT_STUCK when the
+        worker stopped itself; a supervised child then ends its process with it, for its
+        supervisor to replace. A supervised child stopped through the store ends with
+        EXIT_STOP_REQUESTED instead, which its supervisor does not replace."""
         self._install_signal_handlers()
+        self.registration.register()  # before any claim; if the store is down, the monitor's beats retry
         for helper in self._helpers.values():
             helper.start()
         self._log_start()
         failures = 0  # claims in a row that failed
+        self._stopping.wait(self.first_poll)  # staggered start: workers started together spread their first claims
         try:
             while not self._stopping.is_set():
                 free = self._free_slots()
@@ -134,10 +155,22 @@ class Worker:
                     self._stopping.wait(pause)
         finally:
             self._shut_down()
-        if self.exit_code and self.options.supervised:
+        code = self.exit_code
+        if self.stop_requested and self.options.supervised:
+            code = EXIT_STOP_REQUESTED  # whatever else happened on the way down: the user asked it to stop
+        if code and self.options.supervised:
             logging.shutdown()
-            os._exit(self.exit_code)  # a job thread may never end: do not wait for it at exit
-        return self.exit_code
+            os._exit(code)  # a job thread may never end: do not wait for it at exit
+        return code
+
+    def _registry_status(self) -> tuple[int, WorkerState, bool]:
+        """What the registry beat writes: jobs in flight, running or stopping, leader or not."""
+        state = WorkerState.STOPPING if self._stopping.is_set() else WorkerState.RUNNING
+        return len(self.runs.running()), state, self.is_leader
+
+    def _stop_asked(self) -> None:
+        """A registry beat found a stop requested: stop gracefully, as SIGTERM does."""
+        self.stop()
 
     def _log_start(self) -> None:
         """Say which store this worker serves (a SQLite file by its absolute path, never a
@@ -328,7 +361,8 @@ class Worker:
     def _shut_down(self) -> None:
         """Let running jobs finish (up to ``grace``), hand back the rest through the reporter,
         which gives up on an unavailable store after ``hand_back_wait``, then end the helpers."""
-        self._helpers["leader"].ending = True
+        if "leader" in self._helpers:
+            self._helpers["leader"].ending = True
         self._leader_stop.set()
         try:
             deadline = time.monotonic() + self.options.grace
@@ -347,7 +381,9 @@ class Worker:
             self._helpers["monitor"].ending = True
             self._closed.set()  # leases are no longer renewed: whatever is left is rescued once they expire
             self._helpers["monitor"].join(HELPER_JOIN)
-            self._helpers["leader"].join(HELPER_JOIN)
+            if "leader" in self._helpers:
+                self._helpers["leader"].join(HELPER_JOIN)
+            self.registration.end()
             self._close_loop()
             self._threads.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped%s", self.id, f" (exit code {self.exit_code})" if self.exit_code else "")

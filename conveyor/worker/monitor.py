@@ -1,5 +1,6 @@
 """The monitor: renews the leases of every run in ``Runs``, times out runs past their deadline
-(their time-out outcome goes to the reporter) and notices a sync task stuck on its thread.
+(their time-out outcome goes to the reporter), notices a sync task stuck on its thread, and
+refreshes the worker's registry row (``registration.py``: how a stop request is heard).
 
 A bad run or a failed heartbeat is logged and survived. A heartbeat that fails with an
 unexpected error for half a lease, or a reporter blocked in one store call past ``STALL_AFTER``,
@@ -21,6 +22,7 @@ from ..job import ExitCode
 from ..outcome import Report
 from .joblog import log_outcome
 from .options import renew_interval
+from .registration import Registration, beat_interval
 from .reporter import Reporter
 from .runs import Run, Runs
 
@@ -47,6 +49,9 @@ class Monitor:
         reporter: Reporter,
         on_stuck: Callable[[Run], None],
         stuck_after: float | None,
+        *,
+        registration: Registration | None = None,
+        first_beat: float = 0.0,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -57,12 +62,15 @@ class Monitor:
         self.on_stuck = on_stuck
         self.stuck_after = stuck_after  #: None: never (a standalone worker cannot be replaced)
         self.beat_every = renew_interval(lease)
+        self.registration = registration  #: the worker's registry row, refreshed every ``registry_every``
+        self.registry_every = beat_interval(lease)
+        self.first_beat = first_beat  #: seconds before the first heartbeat (the staggered start)
         self._store_down = False
         self._failing_since: float | None = None  # time.monotonic() of the first unexpected failure in a row
 
     def run(self, closed: threading.Event) -> None:
         """Time out, renew, check for stuck threads, every TICK until ``closed`` is set."""
-        next_beat = 0.0
+        next_beat = next_registry = time.monotonic() + self.first_beat
         while not closed.is_set():
             now = time.monotonic()
             for run in self.runs.running():
@@ -71,6 +79,9 @@ class Monitor:
             if now >= next_beat:
                 next_beat = now + self.beat_every
                 self.beat()
+            if self.registration is not None and now >= next_registry:
+                next_registry = now + self.registry_every
+                self.registration.beat()
             self.check_stuck(now)
             self.check_reporter(now)
             closed.wait(TICK)

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import random
+
 import msgspec
+
+MAX_START_JITTER = 0.5  #: longest random delay before a worker's first claim and first heartbeat
+
+
+def start_jitter(poll: float) -> float:
+    """A random delay (0 to 0.5 s, never more than ``poll``) before a worker's first claim and
+    first heartbeat: many workers started at once (a deploy, a supervisor's children) then do not
+    all hit the store in the same instant."""
+    return random.uniform(0.0, min(MAX_START_JITTER, poll))
 
 
 def renew_interval(lease: float) -> float:
@@ -22,6 +33,7 @@ class WorkerOptions(msgspec.Struct, kw_only=True, frozen=True):
     supervised: bool = False  #: run as a supervisor's child (signals and stuck handling differ)
     worker_id: str | None = None  #: given by a supervisor, which renews its live children's leases by it
     hand_back_wait: float = 5.0  #: on a stop: seconds to keep writing to an unavailable store, then leave it to rescue
+    leader: bool = True  #: False (``--no-leader``): this process never takes the leader lock nor does leader duties
 
     def check(self) -> WorkerOptions:
         """Raise ValueError naming the first bad setting; return self."""
@@ -33,6 +45,8 @@ class WorkerOptions(msgspec.Struct, kw_only=True, frozen=True):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
                 raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        if not isinstance(self.leader, bool):
+            raise ValueError(f"leader must be True or False, got {self.leader!r}")
         if self.poll <= 0:
             raise ValueError(f"poll must be > 0 seconds, got {self.poll!r}")
         return self

@@ -167,7 +167,7 @@ def test_start_claims_one_given_queued_job_due_or_not(backend: Backend) -> None:
 def test_success_stores_the_result_and_expiry(backend: Backend) -> None:
     backend.enqueue([new("a")], T0)
     job = claim_one(backend)
-    backend.progress("a", token(job), 40.0, "half")
+    backend.progress("a", token(job), 40.0, "half", T0)
     result = {"z": [1, 2.5, "ü"], "a": None, "big": 2**62}
     assert backend.finish("a", token(job), Outcome(kind=OutcomeKind.SUCCEEDED, result=result, exit_code=0), T0 + 2)
     done = stored(backend, "a")
@@ -281,7 +281,7 @@ def test_a_stale_run_can_write_nothing(backend: Backend) -> None:
     for kind in OutcomeKind:
         outcome = Outcome(kind=kind, result="stale", error=JobError("E", "stale"), retry_at=T0)
         assert backend.finish("a", token(stale), outcome, T0 + 50) is False
-    assert backend.progress("a", token(stale), 99.0, "stale") is False
+    assert backend.progress("a", token(stale), 99.0, "stale", T0) is False
     assert backend.heartbeat("w1", [token(stale)], LEASE, T0 + 50) == {token(stale)}
     now = stored(backend, "a")
     assert (now.status, now.token, now.worker_id, now.progress, now.result, now.rescues) == (
@@ -354,10 +354,10 @@ def test_extend_worker_leases_renews_only_those_workers_running_jobs(backend: Ba
 def test_progress_is_recorded_for_the_current_run(backend: Backend) -> None:
     backend.enqueue([new("a")], T0)
     job = claim_one(backend)
-    assert backend.progress("a", token(job), 42.5, "almost half")
+    assert backend.progress("a", token(job), 42.5, "almost half", T0)
     record = stored(backend, "a")
     assert (record.progress, record.progress_message) == (42.5, "almost half")
-    assert backend.progress("a", "not-a-token", 50.0, "") is False
+    assert backend.progress("a", "not-a-token", 50.0, "", T0) is False
 
 
 # expired runs: the leader's reads, and what it writes ----------------------------------------------

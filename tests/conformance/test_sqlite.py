@@ -30,7 +30,9 @@ from .jobdata import LEASE, T0, claim_one, new, stored, token
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STORE_SOURCES = Path(SQLiteBackend.__module__.replace(".", "/")).parent
-LATEST = 2  #: the schema version of this conveyor (migrations/0002_rescues.sql)
+LATEST = 3  #: the schema version of this conveyor (migrations/0003_events.sql)
+#: Every migration, oldest first, as setup() names them.
+MIGRATIONS = ["0001_initial.sql", "0002_rescues.sql", "0003_events.sql"]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -113,7 +115,7 @@ def test_a_file_made_by_the_previous_release_is_upgraded_in_place(path: Path) ->
     assert schema_version(path) == "1"
     store = SQLiteBackend(path)
     try:
-        assert store.setup() == ["0002_rescues.sql"]
+        assert store.setup() == MIGRATIONS[1:]
         assert schema_version(path) == str(LATEST)
         for job in jobs:
             assert stored(store, job.id) == job  # every field read back intact, rescues 0
@@ -144,7 +146,7 @@ def test_a_file_made_by_the_previous_release_is_upgraded_in_place(path: Path) ->
 
 def test_a_new_file_gets_every_migration_once(path: Path) -> None:
     store = SQLiteBackend(path)
-    assert store.setup() == ["0001_initial.sql", "0002_rescues.sql"]
+    assert store.setup() == MIGRATIONS
     assert store.setup() == []
     assert schema_version(path) == str(LATEST)
     store.close()
@@ -172,7 +174,7 @@ def test_processes_opening_a_new_file_at_once_apply_the_migrations_once(path: Pa
     results = [out.get(timeout=120) for _ in processes]
     for process in processes:
         process.join(timeout=30)
-    assert sorted(results, key=len) == [[], [], [], ["0001_initial.sql", "0002_rescues.sql"]]
+    assert sorted(results, key=len) == [[], [], [], MIGRATIONS]
     assert schema_version(path) == str(LATEST)
 
 
@@ -223,7 +225,7 @@ def test_conveyor_shares_a_file_with_another_applications_tables(path: Path) -> 
         conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)")
         conn.execute("INSERT INTO orders VALUES (1, 9.5)")
     store = SQLiteBackend(path)
-    assert store.setup() == ["0001_initial.sql", "0002_rescues.sql"]
+    assert store.setup() == MIGRATIONS
     store.enqueue([new("a")], T0)
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT * FROM orders").fetchall() == [(1, 9.5)]

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from ...errors import StoreError
+from ...errors import StoreError, StoreUnavailable
 from ..sql_files import queries
 from .errors import is_permanent, server_message
 
@@ -61,13 +61,19 @@ def permanent_error(exc: BaseException, where: str) -> StoreError | None:
     return StoreError(f"PostgreSQL at {where}: {server_message(exc)}")
 
 
-def fail_fast(conninfo: str, where: str) -> None:
+def fail_fast(conninfo: str, where: str, *, outage: bool = False) -> None:
     """Raise StoreError at once when the URL, credentials or database are wrong, instead of letting
-    the pool retry them as an outage; an outage (or success) returns and is left to the pool."""
+    the pool retry them as an outage; an outage (or success) returns and is left to the pool.
+    ``outage``: an outage raises StoreUnavailable at once too (a one-shot command or a health
+    probe answers in seconds instead of waiting out the pool's retries)."""
     failure = connect_failure(conninfo)
-    error = None if failure is None else permanent_error(failure, where)
+    if failure is None:
+        return
+    error = permanent_error(failure, where)
     if error is not None:
         raise error from failure
+    if outage:
+        raise StoreUnavailable(f"PostgreSQL at {where} unreachable: {server_message(failure)}") from failure
 
 
 def check_on_checkout(conn: Connection) -> None:
@@ -87,18 +93,37 @@ def worker_session(conn: Connection) -> None:
 
 
 class Listener:
-    """The process's LISTEN connection, opened on demand: waits until a notification names a
-    wanted queue. A session of its own because the LISTEN registration lives with the session."""
+    """A LISTEN connection of the process, opened on demand: waits until a notification on its
+    channel names a wanted payload. A session of its own because the LISTEN registration lives
+    with the session. ``listen``: the statement (in queries.sql) that subscribes it: ``listen``
+    (jobs become claimable, payload: the queue) or ``listen_events`` (events were written or
+    numbered)."""
 
-    def __init__(self, connect: Callable[[], Connection], where: str) -> None:
+    def __init__(self, connect: Callable[[], Connection], where: str, listen: str = "listen") -> None:
         self._connect = connect
         self._where = where
+        self._listen = listen
         self._conn: Connection | None = None
         self._lock = threading.Lock()
+        #: time.monotonic() of the last notification heard, or of the LISTEN that began this session
+        self.heard_at = 0.0
 
-    def wait(self, wanted: set[str], deadline: float) -> None:
-        """Block until a notification for ``wanted`` or ``deadline`` (time.monotonic()). Never
-        raises: with the database away it sleeps to the deadline and listens again next time.
+    def subscribe(self) -> None:
+        """Open the connection and LISTEN now, if not yet, so that a notification sent from now on
+        is kept for the next ``wait`` (a caller checks for news after this, then waits). Never
+        raises; skipped while another thread uses the connection (it is subscribed then)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._listening()
+            except psycopg.Error as exc:
+                log.warning("LISTEN on PostgreSQL at %s failed (%s); polling until it is back", self._where, exc)
+                self.close()
+            finally:
+                self._lock.release()
+
+    def wait(self, wanted: set[str] | None, deadline: float) -> None:
+        """Block until a notification for ``wanted`` (None: any) or ``deadline`` (time.monotonic()).
+        Never raises: with the database away it sleeps to the deadline and listens again next time.
         One thread listens at a time; another one calling meanwhile sleeps a short slice."""
         if not self._lock.acquire(blocking=False):
             time.sleep(max(0.0, min(IDLE_SLICE, deadline - time.monotonic())))
@@ -108,15 +133,20 @@ class Listener:
         finally:
             self._lock.release()
 
-    def _wait(self, wanted: set[str], deadline: float) -> None:
+    def _listening(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+            self._conn.execute(queries("postgres")[self._listen])
+            self.heard_at = time.monotonic()  # what was sent before is not heard: count it as news
+        return self._conn
+
+    def _wait(self, wanted: set[str] | None, deadline: float) -> None:
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = self._connect()
-                self._conn.execute(queries("postgres")["listen"])
-            listener = self._conn
+            listener = self._listening()
             while (remaining := deadline - time.monotonic()) > 0:
                 for note in listener.notifies(timeout=remaining, stop_after=1):
-                    if note.payload in wanted:
+                    self.heard_at = time.monotonic()
+                    if wanted is None or note.payload in wanted:
                         return
         except psycopg.Error as exc:
             log.warning("LISTEN on PostgreSQL at %s failed (%s); polling until it is back", self._where, exc)

@@ -5,6 +5,12 @@
 -- conveyor.backends.columns when the file is loaded, so a new column is one edit there.
 -- The statement names are shared with sqlite/queries.sql; a statement only this dialect has
 -- says why in a line `-- only in this dialect: ...`.
+-- Events: a statement that changes a job (or a switch, or the worker registry) writes the event
+-- rows of what it changed itself, `logged AS (INSERT INTO conveyor_events ... RETURNING 1)`, so
+-- the event exists exactly when the change does. Its `woken` column wakes readers waiting on
+-- channel 'conveyor_events' (delivered at commit) if it wrote an event and %(notify)s is true:
+-- the caller decides (postgres/events.py: always from the main pool; from the worker pool at most
+-- every 0.05 s per process, as a NOTIFY queues every committing transaction that sent one).
 
 -- name: migrate_lock
 -- only in this dialect: concurrent servers' set-ups race; SQLite's file lock already serialises them.
@@ -67,13 +73,24 @@ RELEASE SAVEPOINT conveyor_enqueue;
 ROLLBACK TO SAVEPOINT conveyor_enqueue;
 
 -- name: insert
--- One job (the parameters are columns.insert_params, one per insert column); a key held by an
--- unfinished job makes it a no-op (no row returned), a taken id raises.
-INSERT INTO conveyor_jobs ({insert_columns}, status)
-VALUES (%(id)s, %(task)s, %(queue)s, %(priority)s, %(args)s::json, %(kwargs)s::json, %(created_at)s,
-        %(scheduled_at)s, %(max_retries)s, %(timeout)s, %(key)s, %(result_ttl)s, %(stages)s::json, 'queued')
-ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('queued', 'running', 'waiting') DO NOTHING
-RETURNING seq;
+-- One job (the parameters are columns.insert_params, one per insert column, plus its event's kind
+-- and data) and its `enqueued` event, in one statement: one round trip, and the event exists
+-- exactly when the job was inserted. A key held by an unfinished job makes it a no-op (no row
+-- returned, no event), a taken id raises.
+WITH inserted AS (
+    INSERT INTO conveyor_jobs ({insert_columns}, status)
+    VALUES (%(id)s, %(task)s, %(queue)s, %(priority)s, %(args)s::json, %(kwargs)s::json, %(created_at)s,
+            %(scheduled_at)s, %(max_retries)s, %(timeout)s, %(key)s, %(result_ttl)s, %(stages)s::json, 'queued')
+    ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('queued', 'running', 'waiting') DO NOTHING
+    RETURNING seq, id, task, queue, created_at
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, data)
+    SELECT created_at, %(event_kind)s, id, task, queue, %(event_data)s::json FROM inserted
+    RETURNING 1
+)
+SELECT seq,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM inserted;
 
 -- name: insert_copy
 -- only in this dialect: a batch streamed by COPY (SQLite's executemany of insert costs no round trips).
@@ -83,6 +100,17 @@ RETURNING seq;
 -- id aborts the whole COPY (nothing of the batch is written) with insert's UniqueViolation.
 COPY conveyor_jobs ({insert_columns}, status) FROM STDIN;
 
+-- name: insert_copy_events
+-- only in this dialect: the events of a COPY'd batch (insert_copy), streamed after it in the same
+-- transaction: one `enqueued` row per job (rows.enqueued_rows: the values of rows.EVENT_COLUMNS),
+-- in the batch's order.
+COPY conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data) FROM STDIN;
+
+-- name: wake_event_readers
+-- only in this dialect: SQLite's readers poll. After insert_copy_events, in its transaction:
+-- COPY cannot say `woken`.
+SELECT pg_notify('conveyor_events', '');
+
 -- name: find_unfinished_by_key
 -- The job that holds a key, when an insert of that key was a no-op.
 SELECT {job_columns} FROM conveyor_jobs WHERE key = %(key)s AND status IN ('queued', 'running', 'waiting');
@@ -90,52 +118,86 @@ SELECT {job_columns} FROM conveyor_jobs WHERE key = %(key)s AND status IN ('queu
 -- name: claim
 -- Per queue, the first `limit` due jobs in claim order straight off conveyor_jobs_claim, skipping
 -- rows another claim has locked; then the best `limit` of those across queues become RUNNING, each
--- with a fresh fencing token. Rows locked but not kept stay queued (their locks end with the
--- statement). One statement, so one round trip and no window between choosing and taking.
+-- with a fresh fencing token, and each gets its `started` event. Rows locked but not kept stay
+-- queued (their locks end with the statement). One statement, so one round trip and no window
+-- between choosing and taking.
+-- Switches (conveyor_switches, a few rows at most): a paused queue is not read at all, a disabled
+-- task's jobs are passed over in the index, and nothing is taken while ('all', '') exists; read in
+-- the statement's snapshot, so a switch is in force for every claim that starts after its commit.
+-- The paused queues are read once per statement (an InitPlan); a disabled task is an anti-join
+-- probe per row read (`task <> ALL(ARRAY(...))` would be cheaper, but the planner, blind to the
+-- array, expects it to reject most rows and sorts the whole backlog: 400 ms at 1M queued).
 -- The chosen rows are matched by `seq = ANY(ARRAY(...))`, an index probe per row whatever the
 -- planner guesses of the LIMIT: the worker pool runs this as a generic plan (see worker_session),
 -- and a join there was planned as a hash join over the whole table (260x slower at 1M queued).
 -- RETURNING has no order: seq comes first so the caller can sort by claim order.
-UPDATE conveyor_jobs AS j
-SET status = 'running', token = replace(gen_random_uuid()::text, '-', ''), worker_id = %(worker_id)s,
-    attempts = j.attempts + 1, started_at = %(now)s, finished_at = NULL, lease_expires_at = %(until)s,
-    progress = 0, progress_message = ''
-WHERE j.status = 'queued' AND j.seq = ANY(ARRAY(
-    SELECT c.seq
-    FROM unnest(%(queues)s::text[]) AS q(name)
-    CROSS JOIN LATERAL (
-        SELECT seq, priority, scheduled_at FROM conveyor_jobs
-        WHERE status = 'queued' AND queue = q.name AND scheduled_at <= %(now)s
-        ORDER BY priority DESC, scheduled_at, seq
+WITH claimed AS (
+    UPDATE conveyor_jobs AS j
+    SET status = 'running', token = replace(gen_random_uuid()::text, '-', ''), worker_id = %(worker_id)s,
+        attempts = j.attempts + 1, started_at = %(now)s, finished_at = NULL, lease_expires_at = %(until)s,
+        progress = 0, progress_message = ''
+    WHERE j.status = 'queued' AND j.seq = ANY(ARRAY(
+        SELECT c.seq
+        FROM unnest(%(queues)s::text[]) AS q(name)
+        CROSS JOIN LATERAL (
+            SELECT seq, priority, scheduled_at FROM conveyor_jobs AS w
+            WHERE status = 'queued' AND queue = q.name AND scheduled_at <= %(now)s
+              AND NOT EXISTS (SELECT FROM conveyor_switches AS s WHERE s.scope = 'task' AND s.name = w.task)
+            ORDER BY priority DESC, scheduled_at, seq
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) AS c
+        WHERE q.name <> ALL(ARRAY(SELECT name FROM conveyor_switches WHERE scope = 'queue'))
+          AND NOT EXISTS (SELECT FROM conveyor_switches WHERE scope = 'all')
+        ORDER BY c.priority DESC, c.scheduled_at, c.seq
         LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) AS c
-    ORDER BY c.priority DESC, c.scheduled_at, c.seq
-    LIMIT %(limit)s
-))
-RETURNING j.seq, {job_columns:j};
+    ))
+    RETURNING j.seq, {job_columns:j}
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM claimed
+    RETURNING 1
+)
+SELECT claimed.*,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM claimed;
 
 -- name: start
--- Eager mode: claim this one queued job, due or not, as `claim` would.
-UPDATE conveyor_jobs
-SET status = 'running', token = replace(gen_random_uuid()::text, '-', ''), worker_id = %(worker_id)s,
-    attempts = attempts + 1, started_at = %(now)s, finished_at = NULL, lease_expires_at = %(until)s,
-    progress = 0, progress_message = ''
-WHERE id = %(id)s AND status = 'queued'
-RETURNING {job_columns};
+-- Eager mode: claim this one queued job, due or not, as `claim` would (with its `started` event).
+-- Switches do not apply: eager mode runs what it has just enqueued.
+WITH started AS (
+    UPDATE conveyor_jobs
+    SET status = 'running', token = replace(gen_random_uuid()::text, '-', ''), worker_id = %(worker_id)s,
+        attempts = attempts + 1, started_at = %(now)s, finished_at = NULL, lease_expires_at = %(until)s,
+        progress = 0, progress_message = ''
+    WHERE id = %(id)s AND status = 'queued'
+    RETURNING {job_columns}
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM started
+    RETURNING 1
+)
+SELECT started.*,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM started;
 
 -- name: next_due
 -- When the next queued job of these queues falls due: per queue and priority, one probe of
--- conveyor_jobs_claim (no scan of a long backlog of scheduled jobs).
+-- conveyor_jobs_claim (no scan of a long backlog of scheduled jobs). The claim's switches apply
+-- (paused queues, disabled tasks, all), or an idle worker whose only due jobs are switched off
+-- would be told to claim at once, again and again.
 SELECT min(t.scheduled_at)
 FROM unnest(%(queues)s::text[]) AS q(name)
 CROSS JOIN unnest(%(priorities)s::int[]) AS p(value)
 CROSS JOIN LATERAL (
-    SELECT scheduled_at FROM conveyor_jobs
+    SELECT scheduled_at FROM conveyor_jobs AS w
     WHERE status = 'queued' AND queue = q.name AND priority = p.value
+      AND NOT EXISTS (SELECT FROM conveyor_switches AS s WHERE s.scope = 'task' AND s.name = w.task)
     ORDER BY scheduled_at
     LIMIT 1
-) AS t;
+) AS t
+WHERE q.name <> ALL(ARRAY(SELECT name FROM conveyor_switches WHERE scope = 'queue'))
+  AND NOT EXISTS (SELECT FROM conveyor_switches WHERE scope = 'all');
 
 -- name: extend_leases
 -- A worker's heartbeat: the tokens returned are the runs it still holds.
@@ -149,76 +211,181 @@ UPDATE conveyor_jobs SET lease_expires_at = %(until)s
 WHERE status = 'running' AND worker_id = ANY(%(worker_ids)s);
 
 -- name: progress
-UPDATE conveyor_jobs SET progress = %(percent)s, progress_message = %(message)s
-WHERE id = %(id)s AND token = %(token)s AND status = 'running';
+-- The progress and its `progress` event, fenced by the run's token (a stale run writes neither).
+WITH moved AS (
+    UPDATE conveyor_jobs SET progress = %(percent)s, progress_message = %(message)s
+    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
+    RETURNING id, task, queue, attempts, worker_id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM moved
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM logged;
+
+-- name: emit
+-- A running task's own event, fenced by its run's token. FOR SHARE: a finish of the run being
+-- written at the same moment is waited for, then the row re-checked, so no task event is logged
+-- after its run's end.
+WITH logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json
+    FROM conveyor_jobs
+    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
+    FOR SHARE
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM logged;
 
 -- The finish_* statements write one run's outcome, fenced by its token; with `lease_before` (the
 -- leader's rescue) only if the lease ran out before that time, so a worker that renewed keeps its job.
+-- Each writes its event (kind and data from events.outcome_event, as parameters) from the row it
+-- changed, in the same statement: a report that is refused (stale token) writes no event. The
+-- statement returns `written`, the number of events written: 1 if the outcome was written.
 
 -- name: finish_succeeded
 -- `results` gains this stage's result: the JSON text is spliced, so it stays verbatim.
-UPDATE conveyor_jobs
-SET status = 'succeeded', result = %(result)s::json,
-    results = (CASE WHEN results::text = '[]' THEN '[' || %(result)s || ']'
-                    ELSE left(results::text, -1) || ',' || %(result)s || ']' END)::json,
-    error = NULL, exit_code = 0, progress = 100, finished_at = %(now)s, expires_at = %(now)s + result_ttl,
-    token = NULL, lease_expires_at = NULL
-WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-  AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s);
+WITH done AS (
+    UPDATE conveyor_jobs
+    SET status = 'succeeded', result = %(result)s::json,
+        results = (CASE WHEN results::text = '[]' THEN '[' || %(result)s || ']'
+                        ELSE left(results::text, -1) || ',' || %(result)s || ']' END)::json,
+        error = NULL, exit_code = 0, progress = 100, finished_at = %(now)s, expires_at = %(now)s + result_ttl,
+        token = NULL, lease_expires_at = NULL
+    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
+      AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+    RETURNING id, task, queue, attempts, worker_id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM logged;
 
 -- name: finish_succeeded_many
 -- only in this dialect: a batch of successes in one statement over arrays (one round trip);
 -- SQLite runs finish_succeeded per report in one local transaction.
 -- Returns the tokens it wrote (a stale token, of a run cancelled or rescued meanwhile, matches no
--- row and is not returned). Reports with lease_before go through finish_succeeded.
+-- row and is not returned), and writes their events. Reports with lease_before go through finish_succeeded.
 -- The arrays are sent in binary (%(x)b): psycopg quotes each element of a text array in Python
 -- (a regex per element), five times the cost of the binary form, paid per finished job.
-UPDATE conveyor_jobs AS j
-SET status = 'succeeded', result = r.result::json,
-    results = (CASE WHEN j.results::text = '[]' THEN '[' || r.result || ']'
-                    ELSE left(j.results::text, -1) || ',' || r.result || ']' END)::json,
-    error = NULL, exit_code = 0, progress = 100, finished_at = %(now)s, expires_at = %(now)s + j.result_ttl,
-    token = NULL, lease_expires_at = NULL
-FROM unnest(%(ids)b::text[], %(tokens)b::text[], %(results)b::text[]) AS r(id, token, result)
-WHERE j.id = r.id AND j.token = r.token AND j.status = 'running'
-RETURNING r.token;
+-- Events: a kind and data per report, or (the usual case: every one `succeeded`, '{}') empty
+-- arrays, which unnest pads with NULL, and the one kind and data as %(event_kind)s, %(event_data_one)s.
+WITH done AS (
+    UPDATE conveyor_jobs AS j
+    SET status = 'succeeded', result = r.result::json,
+        results = (CASE WHEN j.results::text = '[]' THEN '[' || r.result || ']'
+                        ELSE left(j.results::text, -1) || ',' || r.result || ']' END)::json,
+        error = NULL, exit_code = 0, progress = 100, finished_at = %(now)s, expires_at = %(now)s + j.result_ttl,
+        token = NULL, lease_expires_at = NULL
+    FROM unnest(%(ids)b::text[], %(tokens)b::text[], %(results)b::text[], %(event_kinds)b::text[],
+                %(event_data)b::text[]) AS r(id, token, result, event_kind, event_data)
+    WHERE j.id = r.id AND j.token = r.token AND j.status = 'running'
+    RETURNING r.token, j.id, j.task, j.queue, j.attempts, j.worker_id, r.event_kind, r.event_data
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, coalesce(event_kind, %(event_kind)s), id, task, queue, attempts, worker_id,
+           coalesce(event_data, %(event_data_one)s)::json
+    FROM done
+    RETURNING 1
+)
+SELECT token,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM done;
 
 -- name: finish_failed
-UPDATE conveyor_jobs
-SET status = 'failed', error = %(error)s::json, exit_code = %(exit_code)s, finished_at = %(now)s,
-    expires_at = %(now)s + result_ttl, token = NULL, lease_expires_at = NULL
-WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-  AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s);
+WITH done AS (
+    UPDATE conveyor_jobs
+    SET status = 'failed', error = %(error)s::json, exit_code = %(exit_code)s, finished_at = %(now)s,
+        expires_at = %(now)s + result_ttl, token = NULL, lease_expires_at = NULL
+    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
+      AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+    RETURNING id, task, queue, attempts, worker_id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM logged;
 
 -- name: finish_retry
 -- Queued again at retry_at, one retry used (the update trigger wakes workers).
-UPDATE conveyor_jobs
-SET status = 'queued', error = %(error)s::json, exit_code = %(exit_code)s, retries = retries + 1,
-    scheduled_at = %(retry_at)s, token = NULL, lease_expires_at = NULL
-WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-  AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s);
+WITH done AS (
+    UPDATE conveyor_jobs
+    SET status = 'queued', error = %(error)s::json, exit_code = %(exit_code)s, retries = retries + 1,
+        scheduled_at = %(retry_at)s, token = NULL, lease_expires_at = NULL
+    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
+      AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+    RETURNING id, task, queue, attempts, worker_id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM logged;
 
 -- name: finish_released
 -- Handed back, no retry used: by a stopping worker (due again at once, in its old place in line), or
 -- by one that cannot run it (an unknown task: due at retry_at, with the reason in error, so a user
 -- sees why it waits; without one, an earlier run's error stays).
-UPDATE conveyor_jobs
-SET status = 'queued', token = NULL, lease_expires_at = NULL,
-    scheduled_at = coalesce(%(retry_at)s::float8, scheduled_at), error = coalesce(%(error)s::json, error)
-WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-  AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s);
+WITH done AS (
+    UPDATE conveyor_jobs
+    SET status = 'queued', token = NULL, lease_expires_at = NULL,
+        scheduled_at = coalesce(%(retry_at)s::float8, scheduled_at), error = coalesce(%(error)s::json, error)
+    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
+      AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+    RETURNING id, task, queue, attempts, worker_id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM logged;
 
 -- name: finish_rescued
 -- Its worker died (the lease ran out): queued again, no retry used, one more rescue counted
 -- (the leader fails a job rescued too often, as a poison job).
-UPDATE conveyor_jobs SET status = 'queued', rescues = rescues + 1, token = NULL, lease_expires_at = NULL
-WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-  AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s);
+WITH done AS (
+    UPDATE conveyor_jobs SET status = 'queued', rescues = rescues + 1, token = NULL, lease_expires_at = NULL
+    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
+      AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+    RETURNING id, task, queue, attempts, worker_id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM logged;
 
 -- name: finish_discarded
-DELETE FROM conveyor_jobs
-WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-  AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s);
+-- The job row goes; its `discarded` event stays (until event_ttl), the last word on it.
+WITH done AS (
+    DELETE FROM conveyor_jobs
+    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
+      AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+    RETURNING id, task, queue, attempts, worker_id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM logged;
 
 -- name: expired
 -- Runs whose lease ran out, or that ran past their timeout + margin: the leader decides what each
@@ -252,23 +419,59 @@ SELECT queue, CASE WHEN status = 'queued' AND scheduled_at > %(now)s THEN 'sched
 FROM conveyor_jobs GROUP BY queue, shown;
 
 -- name: cancel
-UPDATE conveyor_jobs
-SET status = 'cancelled', exit_code = 130, finished_at = %(now)s, expires_at = %(now)s + result_ttl,
-    token = NULL, lease_expires_at = NULL
-WHERE id = %(id)s AND status IN ('queued', 'running', 'waiting');
+-- With its `cancelled` event, only if it changed the job (a finished job stays as it is, unlogged).
+WITH done AS (
+    UPDATE conveyor_jobs
+    SET status = 'cancelled', exit_code = 130, finished_at = %(now)s, expires_at = %(now)s + result_ttl,
+        token = NULL, lease_expires_at = NULL
+    WHERE id = %(id)s AND status IN ('queued', 'running', 'waiting')
+    RETURNING id, task, queue, attempts, worker_id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM logged;
 
 -- name: requeue
-UPDATE conveyor_jobs
-SET status = 'queued', scheduled_at = %(now)s, finished_at = NULL, expires_at = NULL, exit_code = NULL,
-    result = NULL
-WHERE id = %(id)s AND status IN ('failed', 'cancelled');
+-- With its `requeued` event, in the transaction that also runs `reset` if asked; then `reset`
+-- writes the event instead, so that it shows the job as it starts over (attempt 0). Returns
+-- whether it requeued the job.
+WITH done AS (
+    UPDATE conveyor_jobs
+    SET status = 'queued', scheduled_at = %(now)s, finished_at = NULL, expires_at = NULL, exit_code = NULL,
+        result = NULL
+    WHERE id = %(id)s AND status IN ('failed', 'cancelled')
+    RETURNING id, task, queue, attempts, worker_id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
+    WHERE NOT %(reset)s
+    RETURNING 1
+)
+SELECT count(*) AS requeued,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM done;
 
 -- name: reset
--- With requeue(reset=True): the job starts over, counters, error and stages zeroed.
-UPDATE conveyor_jobs
-SET attempts = 0, retries = 0, rescues = 0, error = NULL, progress = 0, progress_message = '', started_at = NULL,
-    worker_id = NULL, stage = 0, results = '[]'
-WHERE id = %(id)s;
+-- With requeue(reset=True): the job starts over, counters, error and stages zeroed; writes the
+-- requeue's event, from the row as reset.
+WITH done AS (
+    UPDATE conveyor_jobs
+    SET attempts = 0, retries = 0, rescues = 0, error = NULL, progress = 0, progress_message = '', started_at = NULL,
+        worker_id = NULL, stage = 0, results = '[]'
+    WHERE id = %(id)s
+    RETURNING id, task, queue, attempts, worker_id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM logged;
 
 -- name: acquire_lock
 -- Take a free or expired lock, or renew one's own, in one statement: a row comes back only if
@@ -281,13 +484,261 @@ RETURNING owner;
 -- name: release_lock
 DELETE FROM conveyor_locks WHERE name = %(name)s AND owner = %(owner)s;
 
+-- name: lock_owner
+-- Who holds the lock now: a lock whose expiry has passed is free (acquire_lock takes it over).
+SELECT owner FROM conveyor_locks WHERE name = %(name)s AND expires_at >= %(now)s;
+
 -- name: prune_expired
-DELETE FROM conveyor_jobs WHERE expires_at <= %(now)s AND status IN ('succeeded', 'failed', 'cancelled');
+-- Finished jobs past their expiry, and their events, in one statement. Their events are found
+-- numbered (by conveyor_events_job; prune runs the sequencer first) or, for one written since,
+-- among the few rows not numbered yet (conveyor_events_unnumbered): two deletions, as one
+-- condition `a OR b` would be planned as a scan of the whole log. (A row a concurrent sequencer
+-- numbers in between is left to event_ttl.)
+WITH gone AS (
+    DELETE FROM conveyor_jobs WHERE expires_at <= %(now)s AND status IN ('succeeded', 'failed', 'cancelled')
+    RETURNING id
+), forgotten AS (
+    DELETE FROM conveyor_events WHERE seq IS NOT NULL AND job_id IN (SELECT id FROM gone)
+), forgotten_unnumbered AS (
+    DELETE FROM conveyor_events WHERE seq IS NULL AND job_id IN (SELECT id FROM gone)
+)
+SELECT count(*) FROM gone;
 
 -- name: prune_before
-DELETE FROM conveyor_jobs WHERE finished_at < %(before)s AND status IN ('succeeded', 'failed', 'cancelled');
+-- Finished jobs that ended before a time, and their events, in one statement (as prune_expired).
+WITH gone AS (
+    DELETE FROM conveyor_jobs WHERE finished_at < %(before)s AND status IN ('succeeded', 'failed', 'cancelled')
+    RETURNING id
+), forgotten AS (
+    DELETE FROM conveyor_events WHERE seq IS NOT NULL AND job_id IN (SELECT id FROM gone)
+), forgotten_unnumbered AS (
+    DELETE FROM conveyor_events WHERE seq IS NULL AND job_id IN (SELECT id FROM gone)
+)
+SELECT count(*) FROM gone;
 
 -- name: destroy_all
--- A test hook: every job and every lock (two statements, no parameters).
+-- A test hook: every job, event, lock, switch and worker row (several statements, no parameters).
+-- conveyor_event_head keeps its count: a seq is never given out twice.
 DELETE FROM conveyor_jobs;
 DELETE FROM conveyor_locks;
+DELETE FROM conveyor_events;
+DELETE FROM conveyor_switches;
+DELETE FROM conveyor_workers;
+
+-- The event log ------------------------------------------------------------------------------
+-- Events are written by the statements above, with seq NULL; the sequencer numbers them later.
+-- docs/postgres.md ("The event log") explains the numbering.
+
+-- name: listen_events
+-- only in this dialect: readers wait for events on a notification channel; SQLite polls its file.
+LISTEN conveyor_events;
+
+-- name: sequencer_lock
+-- only in this dialect: SQLite's writers are serial, so its seq is already commit order.
+-- One sequencer at a time (per schema), without waiting: if another holds it, it is numbering
+-- right now and will notify what it numbered. Held to the end of the sequencer's transaction.
+SELECT pg_try_advisory_xact_lock(1129270854, hashtext(current_schema()));
+
+-- name: sequencer_lock_wait
+-- only in this dialect: as sequencer_lock, but waiting for it: last_event_seq and the prunes must
+-- number everything committed before they were called, not skip a round another reader runs.
+SELECT pg_advisory_xact_lock(1129270854, hashtext(current_schema()));
+
+-- name: number_events
+-- only in this dialect: the sequencer (see sequencer_lock), run in a statement after the lock
+-- was taken, so its snapshot sees every earlier sequencer's commit.
+-- Numbers the committed rows not numbered yet (its snapshot sees no others), in insertion order,
+-- after the last number given out: a row whose transaction commits later is numbered in a later
+-- round, after everything numbered now, so a reader that has read up to the head never has
+-- anything numbered behind its position (docs/postgres.md, "The event log"). Takes at most
+-- %(batch)s rows (the oldest; the rest follow in the next round). Advances the head, notifies
+-- readers if it numbered anything, and returns the head and how many it numbered.
+WITH head AS MATERIALIZED (
+    SELECT last FROM conveyor_event_head
+), ready AS MATERIALIZED (
+    SELECT e.id, (SELECT last FROM head) + row_number() OVER (ORDER BY e.id) AS seq
+    FROM (SELECT id FROM conveyor_events WHERE seq IS NULL ORDER BY id LIMIT %(batch)s) AS e
+), numbered AS (
+    UPDATE conveyor_events AS e SET seq = r.seq FROM ready AS r WHERE e.id = r.id
+), advanced AS (
+    UPDATE conveyor_event_head SET last = (SELECT max(seq) FROM ready)
+    WHERE EXISTS (SELECT FROM ready)
+    RETURNING last
+)
+SELECT coalesce((SELECT last FROM advanced), (SELECT last FROM head)) AS last,
+       (SELECT count(*) FROM ready) AS numbered,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM advanced) AS notified;
+
+-- name: event_head
+-- only in this dialect: the last seq given out, when another sequencer holds the lock.
+SELECT last FROM conveyor_event_head;
+
+-- name: events
+-- Numbered events after a seq, oldest first; a NULL filter matches everything. Rows not numbered
+-- yet are never read: their place in the order is not known until the sequencer gives it.
+SELECT seq, at, kind, job_id, task, queue, attempt, worker_id, data::text
+FROM conveyor_events
+WHERE seq > %(after)s
+  AND (%(job_id)s::text IS NULL OR job_id = %(job_id)s)
+  AND (%(task)s::text IS NULL OR task = %(task)s)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))
+ORDER BY seq
+LIMIT %(limit)s;
+
+-- name: prune_events
+-- Events older than event_ttl (the leader's prune duty); the BRIN index on `at` finds them.
+DELETE FROM conveyor_events WHERE at < %(before)s;
+
+-- Switches -------------------------------------------------------------------------------------
+
+-- name: switch_off
+-- Turn a queue, a task or everything off, with its event, only if it was on (no row yet).
+WITH added AS (
+    INSERT INTO conveyor_switches (scope, name, since) VALUES (%(scope)s, %(name)s, %(now)s)
+    ON CONFLICT (scope, name) DO NOTHING
+    RETURNING scope
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, task, queue, data)
+    SELECT %(now)s, %(event_kind)s, %(task)s, %(queue)s, %(event_data)s::json FROM added
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM logged;
+
+-- name: switch_on
+-- Turn it back on, with its event, only if it was off; returns whether it was. Idle workers of
+-- the queues with queued jobs it concerns are woken (as for a new job): their next claim may now
+-- find work.
+WITH removed AS (
+    DELETE FROM conveyor_switches WHERE scope = %(scope)s AND name = %(name)s
+    RETURNING scope
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, task, queue, data)
+    SELECT %(now)s, %(event_kind)s, %(task)s, %(queue)s, %(event_data)s::json FROM removed
+    RETURNING 1
+), workers_woken AS (
+    SELECT count(pg_notify('conveyor_jobs', q.queue)) AS queues
+    FROM (
+        SELECT DISTINCT queue FROM conveyor_jobs
+        WHERE status = 'queued' AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+          AND (%(task)s::text IS NULL OR task = %(task)s)
+    ) AS q
+    WHERE EXISTS (SELECT FROM removed)
+)
+SELECT EXISTS (SELECT FROM removed), (SELECT queues FROM workers_woken),
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken;
+
+-- name: switches
+SELECT scope, name FROM conveyor_switches;
+
+-- The worker registry ----------------------------------------------------------------------------
+
+-- name: register_worker
+-- Insert, or replace (a worker that registers again after its row was pruned or marked dead),
+-- with its `worker_started` event.
+WITH registered AS (
+    INSERT INTO conveyor_workers (id, host, pid, queues, concurrency, version, started_at, last_seen,
+                                  in_flight, state, stop_requested, leader)
+    VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s::json, %(concurrency)s, %(version)s, %(started_at)s, %(now)s,
+            %(in_flight)s, %(state)s, %(stop_requested)s, %(leader)s)
+    ON CONFLICT (id) DO UPDATE SET
+        host = excluded.host, pid = excluded.pid, queues = excluded.queues, concurrency = excluded.concurrency,
+        version = excluded.version, started_at = excluded.started_at, last_seen = excluded.last_seen,
+        in_flight = excluded.in_flight, state = excluded.state, stop_requested = excluded.stop_requested,
+        leader = excluded.leader
+    RETURNING id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, %(event_data)s::json FROM registered
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM logged;
+
+-- name: beat_worker
+-- A worker's heartbeat: its row refreshed; returns whether a stop was asked (no row: re-register).
+UPDATE conveyor_workers
+SET last_seen = %(now)s, in_flight = %(in_flight)s, state = %(state)s, leader = %(leader)s
+WHERE id = %(id)s
+RETURNING stop_requested;
+
+-- name: end_worker
+-- A clean exit: STOPPED, with its `worker_stopped` event.
+WITH ended AS (
+    UPDATE conveyor_workers SET state = 'stopped', last_seen = %(now)s, in_flight = 0, leader = false
+    WHERE id = %(id)s
+    RETURNING id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, %(event_data)s::json FROM ended
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM logged;
+
+-- name: list_workers
+-- Newest first.
+SELECT id, host, pid, queues::text, concurrency, version, started_at, last_seen, in_flight, state,
+       stop_requested, leader
+FROM conveyor_workers
+ORDER BY started_at DESC, id;
+
+-- name: request_worker_stop
+-- Ask these workers (running or stopping) to stop: each gets a `stop_requested` event. Returns their ids.
+WITH asked AS (
+    UPDATE conveyor_workers SET stop_requested = true
+    WHERE id = ANY(%(ids)s::text[]) AND state IN ('running', 'stopping')
+    RETURNING id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, %(event_data)s::json FROM asked
+    RETURNING 1
+)
+SELECT id,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM asked;
+
+-- name: mark_dead_workers
+-- The leader: running or stopping workers not seen since a time are DEAD, each with a `worker_dead` event.
+WITH dead AS (
+    UPDATE conveyor_workers SET state = 'dead', leader = false
+    WHERE state IN ('running', 'stopping') AND last_seen < %(seen_before)s
+    RETURNING id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, %(event_data)s::json FROM dead
+    RETURNING 1
+)
+SELECT id,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM dead;
+
+-- name: prune_workers
+DELETE FROM conveyor_workers WHERE state IN ('stopped', 'dead') AND last_seen < %(before)s;
+
+-- name: oldest_due
+-- Per queue with due queued jobs: the oldest due time. The queues are found by a skip scan of
+-- conveyor_jobs_claim (one probe per queue), then one probe per (queue, priority): no scan of a
+-- long backlog. Switches are not considered (health reports what waits, paused or not).
+WITH RECURSIVE queues AS (
+    (SELECT queue FROM conveyor_jobs WHERE status = 'queued' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM conveyor_jobs AS j WHERE j.status = 'queued' AND j.queue > q.queue
+            ORDER BY j.queue LIMIT 1)
+    FROM queues AS q WHERE q.queue IS NOT NULL
+)
+SELECT q.queue, min(t.scheduled_at)
+FROM queues AS q
+CROSS JOIN unnest(%(priorities)s::int[]) AS p(value)
+CROSS JOIN LATERAL (
+    SELECT scheduled_at FROM conveyor_jobs
+    WHERE status = 'queued' AND queue = q.queue AND priority = p.value
+    ORDER BY scheduled_at
+    LIMIT 1
+) AS t
+WHERE q.queue IS NOT NULL AND t.scheduled_at <= %(now)s
+GROUP BY q.queue;

@@ -11,6 +11,9 @@ outcomes); what PostgreSQL adds is how it scales:
   becomes claimable, in the same transaction, so a wake-up never precedes the commit;
 * named locks (the leader's among them) are rows of ``conveyor_locks`` with an expiry, taken
   or renewed by one upsert, as on SQLite;
+* every job step writes its event in its own statement (a data-modifying CTE) or transaction;
+  events are numbered later, in an order no reader can be overtaken in, by the sequencer of
+  events.py; switches and the worker registry are in operations.py;
 * the schema is built by the versioned ``.sql`` migrations in ``postgres/migrations``,
   applied under a transaction-scoped advisory lock, so concurrent ``conveyor migrate`` runs
   are safe; every statement lives in ``postgres/queries.sql``.
@@ -44,11 +47,12 @@ from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ...errors import DuplicateJob, InvalidTransition, StoreError, StoreUnavailable
+from ...events import EventKind, encode_data, enqueued_data, outcome_event, progress_data
 from ...job import Job, NewJob, Priority, Status
 from .. import sql_files
 from ..base import JobQuery, Outcome, OutcomeKind, Report
 from ..columns import insert_params, insert_row, new_job_record, row_to_job
-from ..rows import FINISH_STATEMENTS, finish_params, list_params
+from ..rows import FINISH_STATEMENTS, enqueued_rows, finish_params, list_params
 from .connections import (
     Connection,
     Listener,
@@ -58,6 +62,8 @@ from .connections import (
     split_url,
     worker_session,
 )
+from .events import EventLogMixin, Waker
+from .operations import OperationsMixin
 
 log = logging.getLogger("conveyor.postgres")
 
@@ -77,17 +83,50 @@ def migrations() -> list[tuple[int, str, str]]:
 _QUEUED = ("queued",)  #: the status column insert_copy writes after insert_row's values
 
 
+_NO_DATA = encode_data(None)
+
+
+#: The event parameters of a claim or start: ``started``, no data (the worker is in the event's
+#: worker_id column, as rows.started_rows writes it on SQLite).
+_STARTED = {"event_kind": EventKind.STARTED.value, "event_data": _NO_DATA}
+
+
+def _finish_params(report: Report, now: float, notify: bool) -> dict[str, Any]:
+    """A ``finish_*`` statement's parameters (rows.finish_params), its event's kind and data, and
+    whether it wakes readers."""
+    kind, data = outcome_event(report.outcome)
+    return finish_params(report, now) | {"event_kind": kind.value, "event_data": data, "notify": notify}
+
+
+def _events_of(batch: Sequence[Report]) -> dict[str, Any]:
+    """finish_succeeded_many's event parameters: one kind and data for the whole batch when they are
+    the same for every report (the usual case), else a kind and data per report."""
+    logged = [outcome_event(report.outcome) for report in batch]
+    if all(event == logged[0] for event in logged):
+        kind, data = logged[0]
+        return {"event_kinds": [], "event_data": [], "event_kind": kind.value, "event_data_one": data}
+    kinds = [kind.value for kind, _ in logged]
+    return {
+        "event_kinds": kinds,
+        "event_data": [data for _, data in logged],
+        "event_kind": None,
+        "event_data_one": None,
+    }
+
+
 def _copied(jobs: Sequence[NewJob]) -> bool:
     """Whether ``_insert`` writes ``jobs`` by one COPY: a batch without keys (a key needs insert's
     ON CONFLICT)."""
     return len(jobs) > 1 and all(new.key is None for new in jobs)
 
 
-class PostgresBackend:
-    """A job store in a PostgreSQL database: one table, ``conveyor_jobs``, and its indexes.
+class PostgresBackend(EventLogMixin, OperationsMixin):
+    """A job store in a PostgreSQL database: the jobs in ``conveyor_jobs``, their events in
+    ``conveyor_events``, named locks, switches and the worker registry beside them.
 
     One instance per process: two connection pools for the store's steps (one for a worker's
-    own bookkeeping), plus a connection of its own opened on demand to LISTEN for wake-ups.
+    own bookkeeping), plus connections of its own opened on demand to LISTEN for wake-ups (of
+    workers; of event readers).
     ``migrate``: create or upgrade the schema in ``setup``; False only checks it is current.
     """
 
@@ -106,6 +145,8 @@ class PostgresBackend:
         self._pool_lock = threading.Lock()
         self._ready = False
         self._listener = Listener(self._connect, self._where)
+        self._event_listener = Listener(self._connect, self._where, "listen_events")
+        self._waker = Waker()
 
     def __repr__(self) -> str:
         return f"<PostgresBackend {self._where}>"
@@ -153,6 +194,7 @@ class PostgresBackend:
         if self._pid != os.getpid():
             self._pool = self._worker_pool = None
             self._listener = Listener(self._connect, self._where)
+            self._event_listener = Listener(self._connect, self._where, "listen_events")
             self._pid = os.getpid()
 
     def _connect(self) -> Connection:
@@ -207,6 +249,10 @@ class PostgresBackend:
         self._ready = True
         return applied
 
+    def schema_versions(self) -> tuple[int | None, int]:
+        """The schema version applied (None: none yet) and the one this conveyor needs."""
+        return self.schema_version(), migrations()[-1][0]
+
     def schema_version(self) -> int | None:
         """The latest applied migration's version, or None for an empty database."""
         q = queries()
@@ -255,6 +301,7 @@ class PostgresBackend:
             if pool is not None:
                 pool.close()
         self._listener.close()
+        self._event_listener.close()
 
     # producers ---------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob], now: float, connection: Any = None) -> list[Job]:
@@ -265,7 +312,7 @@ class PostgresBackend:
             return []
         if connection is not None:
             return self._enqueue_in(connection, jobs, now)
-        if len(jobs) == 1 or _copied(jobs):  # one statement, atomic and committed on its own: no BEGIN/COMMIT
+        if len(jobs) == 1:  # one statement (the job and its event), atomic and committed on its own
             with self._conn("enqueue") as conn:
                 return self._insert(conn, jobs, now)
         with self._conn("enqueue") as conn, conn.transaction():
@@ -299,19 +346,32 @@ class PostgresBackend:
             return stored
 
     def _insert(self, conn: Any, jobs: Sequence[NewJob], now: float) -> list[Job]:
-        """The inserts: one COPY for a batch without keys (all rows or none), else pipelined row
-        by row, where a key held by an unfinished job yields that job instead."""
+        """The inserts, each job with its ``enqueued`` event: two COPYs for a batch without keys
+        (the jobs, then their events; inside the caller's transaction, all rows or none), else
+        pipelined row by row, where a key held by an unfinished job yields that job instead (and
+        writes no event)."""
         q = queries()
         if _copied(jobs) and conn.pgconn.pipeline_status == PipelineStatus.OFF:  # no COPY in a caller's pipeline
             try:
-                with conn.cursor() as cur, cur.copy(q["insert_copy"]) as copy:
-                    write = copy.write_row
-                    for new in jobs:
-                        write(insert_row(new, now) + _QUEUED)
+                with conn.cursor() as cur:
+                    with cur.copy(q["insert_copy"]) as copy:
+                        write = copy.write_row
+                        for new in jobs:
+                            write(insert_row(new, now) + _QUEUED)
+                    with cur.copy(q["insert_copy_events"]) as copy:
+                        write = copy.write_row
+                        for event in enqueued_rows(jobs, now):
+                            write(event)
+                    cur.execute(q["wake_event_readers"])
             except pg_errors.UniqueViolation as exc:
                 raise self._duplicate(exc, jobs) from exc
             return [new_job_record(new, now) for new in jobs]
-        params = [insert_params(new, now) for new in jobs]
+        kind = EventKind.ENQUEUED.value
+        params = [
+            insert_params(new, now)
+            | {"event_kind": kind, "event_data": enqueued_data(new.scheduled_at, now), "notify": True}
+            for new in jobs
+        ]
         with conn.cursor(row_factory=tuple_row) as cur:
             try:
                 if len(params) == 1:  # a plain round trip: no pipeline to set up and sync
@@ -351,18 +411,24 @@ class PostgresBackend:
     def claim(self, queues: Sequence[str], worker_id: str, limit: int, lease: float, now: float) -> list[Job]:
         if limit < 1 or not queues:
             return []
+        began = self._waker.ask(worker=True)
         params = {"queues": list(queues), "worker_id": worker_id, "limit": limit, "now": now, "until": now + lease}
+        params |= _STARTED | {"notify": began is not None}
         with self._conn("claim", worker=True) as conn:
             rows = conn.execute(queries()["claim"], params).fetchall()
-        claimed = [(row[0], row_to_job(row[1:])) for row in rows]
+        self._waker.sent(began, bool(rows))
+        claimed = [(row[0], row_to_job(row[1:-1])) for row in rows]  # seq, the job, woken
         claimed.sort(key=lambda c: (-c[1].priority, c[1].scheduled_at, c[0]))  # priority, due time, insertion
         return [job for _, job in claimed]
 
     def start(self, job_id: str, worker_id: str, lease: float, now: float) -> Job | None:
+        began = self._waker.ask(worker=True)
         params = {"id": job_id, "worker_id": worker_id, "now": now, "until": now + lease}
+        params |= _STARTED | {"notify": began is not None}
         with self._conn("start", worker=True) as conn:
             row = conn.execute(queries()["start"], params).fetchone()
-        return None if row is None else row_to_job(row)
+        self._waker.sent(began, row is not None)
+        return None if row is None else row_to_job(row[:-1])  # the job, woken
 
     def wait_for_work(self, queues: Sequence[str], timeout: float, now: float) -> None:
         """LISTEN for a notification naming one of ``queues``, or until the next queued job of
@@ -396,13 +462,20 @@ class PostgresBackend:
         with self._conn("extend worker leases", worker=True) as conn:
             return conn.execute(queries()["extend_worker_leases"], params).rowcount
 
-    def progress(self, job_id: str, token: str, percent: float, message: str) -> bool:
-        """Record progress; False if the run is no longer current. Progress is a hint: while the
-        database is away it is dropped (logged) and the run goes on, reported as current."""
-        params = {"percent": percent, "message": message, "id": job_id, "token": token}
+    def progress(self, job_id: str, token: str, percent: float, message: str, now: float) -> bool:
+        """Record progress and its event; False if the run is no longer current. Progress is a
+        hint: while the database is away it is dropped (logged) and the run goes on, reported as
+        current."""
+        began = self._waker.ask(worker=True)
+        params = {"percent": percent, "message": message, "id": job_id, "token": token, "now": now,
+                  "event_kind": EventKind.PROGRESS.value, "event_data": progress_data(percent, message),
+                  "notify": began is not None}  # fmt: skip
         try:
             with self._conn("progress", worker=True) as conn:
-                return conn.execute(queries()["progress"], params).rowcount == 1
+                row = conn.execute(queries()["progress"], params).fetchone()
+            written = row is not None and row[0] == 1
+            self._waker.sent(began, written)
+            return written
         except StoreUnavailable as exc:
             log.warning("job %s: progress not recorded: %s", job_id, exc)
             return True
@@ -413,7 +486,8 @@ class PostgresBackend:
     def finish_many(self, reports: Sequence[Report], now: float) -> list[bool]:
         """Successes, the common case, in one statement; any other outcome (or a success guarded
         by ``lease_before``) in one of its own, all sent in one pipeline (one round trip however
-        many there are). Each report is atomic on its own: no report depends on another."""
+        many there are). Each report is atomic on its own (its outcome and its event, in one
+        statement): no report depends on another."""
         q = queries()
         succeeded: list[int] = []
         others: list[int] = []
@@ -422,6 +496,8 @@ class PostgresBackend:
             batched = outcome.kind is OutcomeKind.SUCCEEDED and outcome.lease_before is None
             (succeeded if batched else others).append(i)
         done: dict[int, bool] = {}
+        began = self._waker.ask(worker=True)
+        notify = began is not None
         with self._conn("finish", worker=True) as conn:
             statements = len(others) + (1 if succeeded else 0)
             with conn.pipeline() if statements > 1 else nullcontext():
@@ -433,17 +509,21 @@ class PostgresBackend:
                         "ids": [r.job_id for r in batch],
                         "tokens": [r.token for r in batch],
                         "results": [r.outcome.result_text() for r in batch],
-                    }
+                        "notify": notify,
+                    } | _events_of(batch)
                     many = conn.execute(q["finish_succeeded_many"], params)
-                each = [
-                    (i, conn.execute(q[FINISH_STATEMENTS[reports[i].outcome.kind]], finish_params(reports[i], now)))
-                    for i in others
-                ]
+                each = []
+                for i in others:
+                    statement = q[FINISH_STATEMENTS[reports[i].outcome.kind]]
+                    each.append((i, conn.execute(statement, _finish_params(reports[i], now, notify))))
             # the pipeline, if any, is synced here: every statement's result has arrived
             if many is not None:
                 written = {row[0] for row in many.fetchall()}
                 done.update((i, reports[i].token in written) for i in succeeded)
-            done.update((i, cursor.rowcount == 1) for i, cursor in each)
+            for i, cursor in each:
+                row = cursor.fetchone()
+                done[i] = row is not None and row[0] == 1
+        self._waker.sent(began, any(done.values()))
         return [done[i] for i in range(len(reports))]
 
     def expired(self, now: float, abort_margin: float, limit: int) -> list[Job]:
@@ -470,18 +550,23 @@ class PostgresBackend:
         return {(queue, Status(status)): int(n) for queue, status, n in rows}
 
     def cancel(self, job_id: str, now: float) -> Job | None:
+        params = {"id": job_id, "now": now, "event_kind": EventKind.CANCELLED.value, "event_data": _NO_DATA,
+                  "notify": True}  # fmt: skip
         with self._conn("cancel") as conn:
-            conn.execute(queries()["cancel"], {"id": job_id, "now": now})
+            conn.execute(queries()["cancel"], params)
             row = conn.execute(queries()["get"], {"id": job_id}).fetchone()
         return None if row is None else row_to_job(row)
 
     def requeue(self, job_id: str, now: float, reset: bool = False) -> Job | None:
         q = queries()
+        params = {"id": job_id, "now": now, "reset": reset, "event_kind": EventKind.REQUEUED.value,
+                  "event_data": encode_data({"reset": reset}), "notify": True}  # fmt: skip
         with self._conn("requeue") as conn:
             try:
                 with conn.transaction():
-                    if conn.execute(q["requeue"], {"id": job_id, "now": now}).rowcount and reset:
-                        conn.execute(q["reset"], {"id": job_id})
+                    requeued = conn.execute(q["requeue"], params).fetchone()
+                    if requeued is not None and requeued[0] and reset:
+                        conn.execute(q["reset"], params)
             except pg_errors.UniqueViolation as exc:
                 raise InvalidTransition(f"job {job_id}: another unfinished job holds its key") from exc
             row = conn.execute(q["get"], {"id": job_id}).fetchone()
@@ -499,11 +584,17 @@ class PostgresBackend:
 
     # clean-up --------------------------------------------------------------------------------
     def prune(self, now: float, finished_before: float | None = None) -> int:
+        """Delete finished jobs past their expiry (or finished before ``finished_before``) and
+        their events, in one statement; returns how many jobs. Numbers the log first, so their
+        events are found by the index of numbered rows (events.py)."""
+        self._sequence_all()
         with self._conn("prune") as conn:
             if finished_before is not None:
-                return conn.execute(queries()["prune_before"], {"before": finished_before}).rowcount
-            return conn.execute(queries()["prune_expired"], {"now": now}).rowcount
+                row = conn.execute(queries()["prune_before"], {"before": finished_before}).fetchone()
+            else:
+                row = conn.execute(queries()["prune_expired"], {"now": now}).fetchone()
+        return 0 if row is None else int(row[0])
 
     def destroy_all(self) -> None:
         with self._conn("destroy all") as conn:
-            conn.execute(queries()["destroy_all"].encode())  # two statements, no parameters
+            conn.execute(queries()["destroy_all"].encode())  # several statements, no parameters

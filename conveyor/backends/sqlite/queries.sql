@@ -98,14 +98,25 @@ WHERE key = :key AND status IN ('queued', 'running', 'waiting');
 -- When the next queued job of these queues falls due: one probe of conveyor_jobs_claim per queue and
 -- priority (no scan of a backlog of scheduled jobs). Also the claim's cheap first look, outside the
 -- write lock, so an idle poll never takes it. :queues and :priorities are JSON arrays.
+-- The switches apply as in the claim (paused queues, disabled tasks, everything off): a worker whose
+-- only due jobs are switched off then waits for a change instead of polling in a tight loop.
 SELECT min((SELECT min(scheduled_at) FROM conveyor_jobs
-            WHERE status = 'queued' AND queue = q.value AND priority = p.value))
-FROM json_each(:queues) AS q, json_each(:priorities) AS p;
+            WHERE status = 'queued' AND queue = q.value AND priority = p.value
+              AND (NOT EXISTS (SELECT 1 FROM conveyor_switches WHERE scope = 'task')
+                   OR task NOT IN (SELECT name FROM conveyor_switches WHERE scope = 'task'))))
+FROM json_each(:queues) AS q, json_each(:priorities) AS p
+WHERE q.value NOT IN (SELECT name FROM conveyor_switches WHERE scope = 'queue')
+  AND NOT EXISTS (SELECT 1 FROM conveyor_switches WHERE scope = 'all');
 
 -- name: claim
 -- The first :limit due jobs of these queues in claim order (priority, due time, insertion) become
 -- RUNNING, each with a fresh fencing token and a lease until :until. SQLite's write lock is held,
 -- so no other claim runs between choosing and taking; `status = 'queued'` is the fence regardless.
+-- The switches are read in the same transaction: nothing of a paused queue or a disabled task, and
+-- nothing at all while everything is off, is taken once set_switch has committed. The task test is
+-- guarded by whether any task is disabled (computed once): otherwise it would read each candidate's
+-- row, where the choice is now answered from conveyor_jobs_claim alone (it cost a claim half again).
+-- Returns each job and its seq (its events' job_seq: conveyor_events_job).
 UPDATE conveyor_jobs
 SET status = 'running', token = lower(hex(randomblob(12))), worker_id = :worker_id,
     attempts = attempts + 1, started_at = :now, finished_at = NULL, lease_expires_at = :until,
@@ -113,20 +124,25 @@ SET status = 'running', token = lower(hex(randomblob(12))), worker_id = :worker_
 WHERE status = 'queued' AND seq IN (
     SELECT seq FROM conveyor_jobs
     WHERE status = 'queued' AND queue IN ({queues}) AND scheduled_at <= :now
+      AND queue NOT IN (SELECT name FROM conveyor_switches WHERE scope = 'queue')
+      AND (NOT EXISTS (SELECT 1 FROM conveyor_switches WHERE scope = 'task')
+           OR task NOT IN (SELECT name FROM conveyor_switches WHERE scope = 'task'))
+      AND NOT EXISTS (SELECT 1 FROM conveyor_switches WHERE scope = 'all')
     ORDER BY priority DESC, scheduled_at, seq
     LIMIT :limit
 )
-RETURNING {job_columns};
+RETURNING {job_columns}, seq;
 
 -- name: start
 -- Claim one given job, due or not (eager mode runs the job it has just enqueued); no row if it is
--- not queued (already claimed, cancelled, gone).
+-- not queued (already claimed, cancelled, gone). The switches do not apply: the caller asked for it.
+-- Returns the job and its seq, as claim.
 UPDATE conveyor_jobs
 SET status = 'running', token = lower(hex(randomblob(12))), worker_id = :worker_id,
     attempts = attempts + 1, started_at = :now, finished_at = NULL, lease_expires_at = :until,
     progress = 0, progress_message = ''
 WHERE id = :id AND status = 'queued'
-RETURNING {job_columns};
+RETURNING {job_columns}, seq;
 
 -- name: extend_leases
 -- A worker's heartbeat: renew the runs it still holds; the tokens not returned are runs it lost
@@ -143,12 +159,22 @@ UPDATE conveyor_jobs SET lease_expires_at = :until
 WHERE status = 'running' AND worker_id IN (SELECT value FROM json_each(:worker_ids));
 
 -- name: progress
+-- Fenced by the run's token: a stale run writes no progress, and so no `progress` event.
 UPDATE conveyor_jobs SET progress = :percent, progress_message = :message
+WHERE id = :id AND token = :token AND status = 'running';
+
+-- name: emit
+-- A running task's own event, fenced by its run's token (a stale run's matches no job: no row), with
+-- the job's task, queue, attempt and worker copied from its row.
+INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data, job_seq)
+SELECT :now, :kind, id, task, queue, attempts, worker_id, :data, seq FROM conveyor_jobs
 WHERE id = :id AND token = :token AND status = 'running';
 
 -- Every finish_* writes one OutcomeKind for the current run only (id, token, running: the fence),
 -- and with :lease_before only if the run's lease ran out before then (the leader's guard: a worker
 -- that renewed its lease meanwhile keeps its job). A stale run matches no row and writes nothing.
+-- The store appends the events of the reports actually written (row count 1) in one executemany of
+-- copy_job_event (no RETURNING: SQLite's costs a few microseconds per statement, measured).
 
 -- name: finish_succeeded
 -- `results` gains this stage's result as JSON (json() keeps the encoded text's values and order).
@@ -192,9 +218,11 @@ WHERE id = :id AND token = :token AND status = 'running'
   AND (:lease_before IS NULL OR lease_expires_at < :lease_before);
 
 -- name: finish_discarded
+-- Returns what its `discarded` event copies from the job, which is gone once the statement ends.
 DELETE FROM conveyor_jobs
 WHERE id = :id AND token = :token AND status = 'running'
-  AND (:lease_before IS NULL OR lease_expires_at < :lease_before);
+  AND (:lease_before IS NULL OR lease_expires_at < :lease_before)
+RETURNING seq, task, queue, attempts, worker_id;
 
 -- name: expired
 -- For the leader: runs whose lease ran out (their worker died or stopped), or that ran past their
@@ -263,16 +291,185 @@ WHERE conveyor_locks.owner = excluded.owner OR conveyor_locks.expires_at < :now;
 -- name: release_lock
 DELETE FROM conveyor_locks WHERE name = :name AND owner = :owner;
 
+-- name: lock_owner
+-- Who holds the lock unexpired (acquire_lock lets another owner take it once expires_at < now).
+SELECT owner FROM conveyor_locks WHERE name = :name AND expires_at >= :now;
+
+-- events ------------------------------------------------------------------------------------------------
+
+-- name: insert_event
+-- only in this dialect: PostgreSQL writes each event inside its change's statement (a data-modifying
+-- CTE: one round trip); here the store appends them in the same transaction.
+-- Event rows, in the transaction of the change they describe. Positional: conveyor.backends.rows.
+-- EVENT_COLUMNS, then the job's seq (NULL for none). The store repeats the VALUES row for a batch
+-- (a claim's, an enqueue's events, up to 100 a statement): one statement for many rows cost a third
+-- less than an executemany of one row each (measured).
+INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data, job_seq)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: copy_job_events
+-- only in this dialect: PostgreSQL writes the event in its change's statement (a data-modifying CTE).
+-- Jobs' events whose task, queue, attempt and worker are copied from their rows as they are now,
+-- after the change (finish, progress, cancel, requeue): one statement for a batch of outcomes.
+-- :events is a JSON array of [job id, kind, data text], written in that order.
+INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data, job_seq)
+SELECT :now, e.value ->> 1, j.id, j.task, j.queue, j.attempts, j.worker_id, e.value ->> 2, j.seq
+FROM json_each(:events) AS e JOIN conveyor_jobs AS j ON j.id = e.value ->> 0
+ORDER BY e.key;
+
+-- name: last_insert_seq
+-- only in this dialect: the seq of the last job this connection inserted. A batch inserted in one
+-- executemany under the write lock takes consecutive seqs (SQLite gives a new row the largest rowid + 1),
+-- so its first job's seq is this minus the batch's length, plus one: its events' job_seq.
+SELECT last_insert_rowid();
+
+-- name: events
+-- The log after :after in seq order (seq order is commit order: writers are serial). A NULL filter
+-- matches everything; :kinds is a JSON array of kinds, any of which matches.
+SELECT seq, at, kind, job_id, task, queue, attempt, worker_id, data FROM conveyor_events
+WHERE seq > :after
+  AND (:job_id IS NULL OR job_id = :job_id)  -- a job that is gone (discarded): a walk of the log
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
+ORDER BY seq
+LIMIT :limit;
+
+-- name: job_events
+-- only in this dialect: SQLite's events are indexed by the job's seq (conveyor_events_job), not its id.
+-- `events` for one job that still exists, by its seq (:job_seq), not by a walk of the whole log; job_id
+-- is checked too, as a seq can have been another job's (the newest job was deleted, its seq given again).
+SELECT seq, at, kind, job_id, task, queue, attempt, worker_id, data FROM conveyor_events
+WHERE job_seq = :job_seq AND job_id = :job_id AND seq > :after
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
+ORDER BY seq
+LIMIT :limit;
+
+-- name: last_event_seq
+-- only in this dialect: PostgreSQL reads the sequencer's head (conveyor_event_head) instead.
+-- Where a subscriber that wants only new events starts (0 for an empty log); the end of the rowid tree.
+SELECT coalesce(max(seq), 0) FROM conveyor_events;
+
+-- name: prune_events
+-- Events older than the App's event_ttl. The log is in time order, so they are its oldest: the prefix
+-- before the first event at or after :before, found by a walk in seq order that stops there (no index on
+-- `at`, migrations/0003). An event written with an older time after a newer one (clocks of two
+-- processes a little apart) goes with a later prune. AUTOINCREMENT: their numbers are never reused.
+DELETE FROM conveyor_events
+WHERE seq < coalesce((SELECT seq FROM conveyor_events WHERE at >= :before ORDER BY seq LIMIT 1),
+                     (SELECT max(seq) + 1 FROM conveyor_events))
+  AND at < :before;
+
+-- name: delete_job_events
+-- only in this dialect: prune's second statement, for the jobs its DELETE returned (:seqs and :ids, JSON
+-- arrays); PostgreSQL deletes them in prune's own statement (a data-modifying CTE). Found by job_seq
+-- (conveyor_events_job); the id check keeps the events of an older job that had the same seq.
+DELETE FROM conveyor_events
+WHERE job_seq IN (SELECT value FROM json_each(:seqs)) AND job_id IN (SELECT value FROM json_each(:ids));
+
+-- name: job_seq
+-- only in this dialect: a job's seq, by which its events are indexed (job_events).
+SELECT seq FROM conveyor_jobs WHERE id = :id;
+
+-- switches ----------------------------------------------------------------------------------------------
+
+-- name: switch_off
+-- No row changes if it is already off: the store then writes no event.
+INSERT INTO conveyor_switches (scope, name, since) VALUES (:scope, :name, :now)
+ON CONFLICT (scope, name) DO NOTHING;
+
+-- name: switch_on
+DELETE FROM conveyor_switches WHERE scope = :scope AND name = :name;
+
+-- name: switches
+SELECT scope, name FROM conveyor_switches;
+
+-- worker registry ---------------------------------------------------------------------------------------
+
+-- name: register_worker
+-- A worker's row at its start, or again when its row was pruned while it was cut off.
+INSERT INTO conveyor_workers (id, host, pid, queues, concurrency, version, started_at, last_seen, in_flight,
+                              state, stop_requested, leader)
+VALUES (:id, :host, :pid, :queues, :concurrency, :version, :started_at, :now, :in_flight, :state,
+        :stop_requested, :leader)
+ON CONFLICT (id) DO UPDATE SET
+    host = excluded.host, pid = excluded.pid, queues = excluded.queues, concurrency = excluded.concurrency,
+    version = excluded.version, started_at = excluded.started_at, last_seen = excluded.last_seen,
+    in_flight = excluded.in_flight, state = excluded.state, stop_requested = excluded.stop_requested,
+    leader = excluded.leader;
+
+-- name: beat_worker
+-- The worker's heartbeat; returns whether a stop was asked for it (no row: it was pruned, it registers again).
+UPDATE conveyor_workers SET last_seen = :now, in_flight = :in_flight, state = :state, leader = :leader
+WHERE id = :id
+RETURNING stop_requested;
+
+-- name: end_worker
+-- A clean exit.
+UPDATE conveyor_workers SET state = 'stopped', last_seen = :now, in_flight = 0, leader = 0
+WHERE id = :id;
+
+-- name: list_workers
+-- Newest first.
+SELECT id, host, pid, queues, concurrency, version, started_at, last_seen, in_flight, state, stop_requested,
+       leader
+FROM conveyor_workers
+ORDER BY started_at DESC, id;
+
+-- name: request_worker_stop
+-- stop_workers: the worker reads the flag back at its next heartbeat. Workers that already ended are
+-- not asked. :ids is a JSON array.
+UPDATE conveyor_workers SET stop_requested = 1
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state IN ('running', 'stopping')
+RETURNING id;
+
+-- name: mark_dead_workers
+-- The leader: a worker whose heartbeat is older than :seen_before died (its runs are rescued by their
+-- leases running out, not here).
+UPDATE conveyor_workers SET state = 'dead', leader = 0
+WHERE state IN ('running', 'stopping') AND last_seen < :seen_before
+RETURNING id;
+
+-- name: prune_workers
+DELETE FROM conveyor_workers WHERE state IN ('stopped', 'dead') AND last_seen < :before;
+
 -- admin -----------------------------------------------------------------------------------------------
 
 -- name: prune_expired
--- Finished jobs past their expiry (conveyor_jobs_expiry).
-DELETE FROM conveyor_jobs WHERE expires_at <= :now AND status IN ('succeeded', 'failed', 'cancelled');
+-- Finished jobs past their expiry (conveyor_jobs_expiry); their seqs and ids, whose events go too
+-- (delete_job_events, in the same transaction).
+DELETE FROM conveyor_jobs WHERE expires_at <= :now AND status IN ('succeeded', 'failed', 'cancelled')
+RETURNING seq, id;
 
 -- name: prune_before
-DELETE FROM conveyor_jobs WHERE finished_at < :before AND status IN ('succeeded', 'failed', 'cancelled');
+DELETE FROM conveyor_jobs WHERE finished_at < :before AND status IN ('succeeded', 'failed', 'cancelled')
+RETURNING seq, id;
+
+-- name: oldest_due
+-- Per queue, when its oldest due queued job fell due (health, `conveyor queues`); switches not
+-- considered. The queues are found by a skip scan of conveyor_jobs_claim (one probe per queue), then
+-- one probe per (queue, priority), as next_due: no scan of a long backlog. :priorities: a JSON array.
+WITH RECURSIVE queues (queue) AS (
+    SELECT (SELECT queue FROM conveyor_jobs WHERE status = 'queued' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM conveyor_jobs AS j WHERE j.status = 'queued' AND j.queue > q.queue
+            ORDER BY j.queue LIMIT 1)
+    FROM queues AS q WHERE q.queue IS NOT NULL
+)
+SELECT q.queue, min((SELECT min(scheduled_at) FROM conveyor_jobs
+                     WHERE status = 'queued' AND queue = q.queue AND priority = p.value)) AS due
+FROM queues AS q, json_each(:priorities) AS p
+WHERE q.queue IS NOT NULL
+GROUP BY q.queue
+HAVING due <= :now;
 
 -- name: destroy_all
--- Two statements, run in one transaction: every job and every lock.
+-- Run in one transaction: every job, lock, event, switch and worker. sqlite_sequence keeps the event
+-- numbers' high mark, so a seq is not given out again.
 DELETE FROM conveyor_jobs;
 DELETE FROM conveyor_locks;
+DELETE FROM conveyor_events;
+DELETE FROM conveyor_switches;
+DELETE FROM conveyor_workers;

@@ -6,7 +6,8 @@ first (writers.py). Both waits are bounded (``busy_timeout``, 5 s): past it a wr
 StoreUnavailable. Producer commits wait for fsync unless the URL says ``?durable=false``; a
 worker's own bookkeeping does not (docs/sqlite.md). Each thread gets its own connection. Idle
 workers watch ``PRAGMA data_version``, which changes whenever another connection commits.
-Every statement is in queries.sql; the schema is built by migrations/NNNN_*.sql.
+Every statement is in queries.sql; the schema is built by migrations/NNNN_*.sql. The event log,
+the switches and the worker registry are in operations.py (a part of this class).
 """
 
 from __future__ import annotations
@@ -22,18 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import DuplicateJob, InvalidTransition, StoreError
+from ...events import EventKind, encode_data, progress_data
 from ...job import Job, NewJob, Priority, Status
 from .. import sql_files
-from ..base import JobQuery, Outcome, Report
+from ..base import JobQuery, Outcome, OutcomeKind, Report
 from ..columns import insert_row, new_job_record, row_to_job
 from ..rows import FINISH_STATEMENTS, finish_params, list_params
-from . import schema
+from . import event_writes, schema
 from .errors import translated
+from .operations import SQLiteOperations
 from .options import DEFAULT_BUSY_TIMEOUT, SQLiteOptions
 from .writers import WritersQueue
 
 _WAKE_POLL = 0.002  #: seconds between data_version checks while idle
 _PRIORITIES = json.dumps([int(p) for p in Priority])
+_DISCARDED = EventKind.DISCARDED.value
 
 
 def _queue_params(queues: Sequence[str]) -> tuple[str, dict[str, str]]:
@@ -42,7 +46,7 @@ def _queue_params(queues: Sequence[str]) -> tuple[str, dict[str, str]]:
     return ", ".join(f":{name}" for name in names), dict(zip(names, queues, strict=True))
 
 
-class SQLiteBackend:
+class SQLiteBackend(SQLiteOperations):
     """A job store in one SQLite file. ``path`` ':memory:' is refused: workers need a file.
 
     ``durable``: producer commits (enqueue, cancel, requeue, prune) wait for the fsync of the log,
@@ -221,9 +225,10 @@ class SQLiteBackend:
             return stored
 
     def _insert(self, conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[Job]:
-        """Insert in the open transaction: a batch without keys in one executemany (the common,
-        fast case); row by row where keys must be looked up, an id is taken, or there is one job
-        (whose IntegrityError already names the taken id: no savepoint needed)."""
+        """Insert in the open transaction, with an ``enqueued`` event per job inserted: a batch
+        without keys in one executemany (the common, fast case); row by row where keys must be
+        looked up, an id is taken, or there is one job (whose IntegrityError already names the
+        taken id: no savepoint needed). A key held by an unfinished job returns it, no event."""
         insert = self._sql["insert"]
         if len(jobs) > 1 and all(new.key is None for new in jobs):
             conn.execute(self._sql["savepoint"])
@@ -233,9 +238,11 @@ class SQLiteBackend:
                 conn.execute(self._sql["rollback_to_savepoint"])  # find the taken id below
             else:
                 conn.execute(self._sql["release_savepoint"])
+                self._enqueued(conn, jobs, now)
                 return [new_job_record(new, now) for new in jobs]
             conn.execute(self._sql["release_savepoint"])
         stored: list[Job] = []
+        events: list[event_writes.JobEventRow] = []
         for new in jobs:
             if new.key is not None:
                 existing = conn.execute(self._sql["find_unfinished_by_key"], {"key": new.key}).fetchone()
@@ -243,11 +250,18 @@ class SQLiteBackend:
                     stored.append(row_to_job(existing))
                     continue
             try:
-                conn.execute(insert, insert_row(new, now))
+                seq = conn.execute(insert, insert_row(new, now)).lastrowid
             except sqlite3.IntegrityError as exc:
                 raise DuplicateJob(new.id) from exc
             stored.append(new_job_record(new, now))
+            events += event_writes.enqueued([new], seq or 0, now)
+        event_writes.append(conn, self._sql["insert_event"], events)
         return stored
+
+    def _enqueued(self, conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> None:
+        """The events of a batch just inserted by one executemany, whose seqs are consecutive."""
+        last: int = conn.execute(self._sql["last_insert_seq"]).fetchone()[0]
+        event_writes.append(conn, self._sql["insert_event"], event_writes.enqueued(jobs, last - len(jobs) + 1, now))
 
     # workers -----------------------------------------------------------------------------------
     def _next_due(self, conn: sqlite3.Connection, queues: Sequence[str]) -> float | None:
@@ -275,7 +289,8 @@ class SQLiteBackend:
             rows = conn.execute(
                 sql, {**params, "worker_id": worker_id, "now": now, "until": now + lease, "limit": limit}
             ).fetchall()
-        jobs = [row_to_job(row) for row in rows]
+            event_writes.append(conn, self._sql["insert_event"], event_writes.started(rows, worker_id, now))
+        jobs = [row_to_job(row[:-1]) for row in rows]  # each row ends with the job's seq
         jobs.sort(key=lambda j: (-j.priority, j.scheduled_at))
         return jobs
 
@@ -283,7 +298,9 @@ class SQLiteBackend:
         with self._write("start a job") as conn:
             params = {"id": job_id, "worker_id": worker_id, "now": now, "until": now + lease}
             row = conn.execute(self._sql["start"], params).fetchone()
-        return None if row is None else row_to_job(row)
+            if row is not None:
+                event_writes.append(conn, self._sql["insert_event"], event_writes.started([row], worker_id, now))
+        return None if row is None else row_to_job(row[:-1])
 
     def wait_for_work(self, queues: Sequence[str], timeout: float, now: float) -> None:
         started = time.monotonic()
@@ -313,10 +330,19 @@ class SQLiteBackend:
         with self._write("renew leases") as conn:
             return conn.execute(self._sql["extend_worker_leases"], params).rowcount
 
-    def progress(self, job_id: str, token: str, percent: float, message: str) -> bool:
+    def progress(self, job_id: str, token: str, percent: float, message: str, now: float) -> bool:
         params = {"percent": percent, "message": message, "id": job_id, "token": token}
         with self._write("record progress") as conn:
-            return conn.execute(self._sql["progress"], params).rowcount == 1
+            if conn.execute(self._sql["progress"], params).rowcount != 1:
+                return False  # a stale run: no progress, no event
+            event = (job_id, EventKind.PROGRESS.value, progress_data(percent, message))
+            event_writes.copy(conn, self._sql["copy_job_events"], [event], now)
+        return True
+
+    def emit(self, job_id: str, token: str, kind: str, data: str, now: float) -> bool:
+        params = {"id": job_id, "token": token, "kind": kind, "data": data, "now": now}
+        with self._write("append an event") as conn:
+            return conn.execute(self._sql["emit"], params).rowcount == 1
 
     def finish(self, job_id: str, token: str, outcome: Outcome, now: float) -> bool:
         return self.finish_many([Report(job_id, token, outcome)], now)[0]
@@ -325,11 +351,22 @@ class SQLiteBackend:
         if not reports:
             return []
         params = [finish_params(report, now) for report in reports]
+        events = [event_writes.outcome(report) for report in reports]  # decided before taking the lock
+        written: list[bool] = []
         with self._write("write outcomes") as conn:
-            return [
-                conn.execute(self._sql[FINISH_STATEMENTS[report.outcome.kind]], values).rowcount == 1
-                for report, values in zip(reports, params, strict=True)
-            ]
+            for report, values, event in zip(reports, params, events, strict=True):
+                kind = report.outcome.kind
+                if kind is OutcomeKind.DISCARDED:  # the row is gone after: its event from what it returned
+                    row = conn.execute(self._sql["finish_discarded"], values).fetchone()
+                    if row is not None:
+                        event_writes.append(conn, self._sql["insert_event"], [event_writes.discarded(event, row, now)])
+                    written.append(row is not None)
+                else:
+                    written.append(conn.execute(self._sql[FINISH_STATEMENTS[kind]], values).rowcount == 1)
+            # a stale report wrote nothing: no event either
+            kept = [event for event, done in zip(events, written, strict=True) if done and event[1] != _DISCARDED]
+            event_writes.copy(conn, self._sql["copy_job_events"], kept, now)
+        return written
 
     def expired(self, now: float, abort_margin: float, limit: int) -> list[Job]:
         with self._read("find expired runs") as conn:
@@ -352,19 +389,28 @@ class SQLiteBackend:
             rows = conn.execute(self._sql["counts"], {"now": now}).fetchall()
         return {(queue, Status(status)): n for queue, status, n in rows}
 
+    def oldest_due(self, now: float) -> dict[str, float]:
+        with self._read("find the oldest due jobs") as conn:
+            rows = conn.execute(self._sql["oldest_due"], {"now": now, "priorities": _PRIORITIES}).fetchall()
+        return {queue: float(due) for queue, due in rows}
+
     def cancel(self, job_id: str, now: float) -> Job | None:
         with self._write("cancel a job", producer=True) as conn:
-            conn.execute(self._sql["cancel"], {"id": job_id, "now": now})
+            if conn.execute(self._sql["cancel"], {"id": job_id, "now": now}).rowcount == 1:
+                event_writes.copy(conn, self._sql["copy_job_events"], [(job_id, EventKind.CANCELLED.value, "{}")], now)
         return self.get(job_id)
 
     def requeue(self, job_id: str, now: float, reset: bool = False) -> Job | None:
         with self._write("requeue a job", producer=True) as conn:
             try:
-                requeued = conn.execute(self._sql["requeue"], {"id": job_id, "now": now}).rowcount
+                requeued = conn.execute(self._sql["requeue"], {"id": job_id, "now": now}).rowcount == 1
             except sqlite3.IntegrityError as exc:
                 raise InvalidTransition(f"job {job_id}: another unfinished job holds its key") from exc
-            if requeued and reset:
-                conn.execute(self._sql["reset"], {"id": job_id})
+            if requeued:
+                if reset:
+                    conn.execute(self._sql["reset"], {"id": job_id})
+                event = (job_id, EventKind.REQUEUED.value, encode_data({"reset": reset}))
+                event_writes.copy(conn, self._sql["copy_job_events"], [event], now)  # after the reset: attempt 0
         return self.get(job_id)
 
     # locks -------------------------------------------------------------------------------------------
@@ -377,12 +423,26 @@ class SQLiteBackend:
         with self._write("release a lock") as conn:
             return conn.execute(self._sql["release_lock"], {"name": name, "owner": owner}).rowcount == 1
 
+    def lock_owner(self, name: str, now: float) -> str | None:
+        with self._read("read a lock") as conn:
+            row = conn.execute(self._sql["lock_owner"], {"name": name, "now": now}).fetchone()
+        return None if row is None else str(row[0])
+
     # admin -------------------------------------------------------------------------------------------
     def prune(self, now: float, finished_before: float | None = None) -> int:
         with self._write("prune jobs", producer=True) as conn:
             if finished_before is not None:
-                return conn.execute(self._sql["prune_before"], {"before": finished_before}).rowcount
-            return conn.execute(self._sql["prune_expired"], {"now": now}).rowcount
+                rows = conn.execute(self._sql["prune_before"], {"before": finished_before}).fetchall()
+            else:
+                rows = conn.execute(self._sql["prune_expired"], {"now": now}).fetchall()
+            if rows:  # and their events, in the same transaction
+                seqs, ids = json.dumps([row[0] for row in rows]), json.dumps([row[1] for row in rows])
+                conn.execute(self._sql["delete_job_events"], {"seqs": seqs, "ids": ids})
+        return len(rows)
+
+    def schema_versions(self) -> tuple[int | None, int]:
+        with translated(self.path, "read its schema version", self.options.busy_timeout):
+            return schema.version(self._connection(), self.path), schema.latest()
 
     def destroy_all(self) -> None:
         with self._write("delete everything", producer=True) as conn:
