@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from conveyor import App, Worker
+from conveyor.backends import open_backend
 from conveyor.worker import WorkerOptions
 
 # $CONVEYOR_URL beats the URL a test gives App() in code (README, "Which store?"): a developer's
@@ -75,6 +76,28 @@ def throwaway_database(prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty store of each kind: a SQLite file, and the test PostgreSQL database emptied."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    cleaner = open_backend(url)
+    cleaner.setup()
+    cleaner.destroy_all()
+    cleaner.close()
+    yield url
+
+
+@pytest.fixture
+def any_app(any_url: str) -> Iterator[App]:
+    """An App on ``any_url``, with a short lease."""
+    application = App(any_url, lease=1.0)
+    yield application
+    application.close()
 
 
 @pytest.fixture

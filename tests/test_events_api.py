@@ -6,38 +6,15 @@ for the ones that matter on both."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from conveyor import App, EventKind, JobFailed, Status, current_job
-from conveyor.backends import open_backend
 from conveyor.leader import Leader
 
 WAIT = 10.0  # generous bound for cross-thread hand-offs; never a speed assertion
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty store of each kind."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'events.db'}"
-        return
-    url: str = request.getfixturevalue("postgres_url")
-    cleaner = open_backend(url)
-    cleaner.setup()
-    cleaner.destroy_all()
-    cleaner.close()
-    yield url
-
-
-@pytest.fixture
-def any_app(any_url: str) -> Iterator[App]:
-    application = App(any_url, lease=1.0)
-    yield application
-    application.close()
 
 
 def kinds(events: list[Any]) -> list[str]:

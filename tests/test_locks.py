@@ -11,37 +11,14 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conveyor import App, Lock, LockNotAcquired
-from conveyor.backends import open_backend
 
 WAIT = 20.0
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty store of each kind."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'locks.db'}"
-        return
-    url: str = request.getfixturevalue("postgres_url")
-    cleaner = open_backend(url)
-    cleaner.setup()
-    cleaner.destroy_all()
-    cleaner.close()
-    yield url
-
-
-@pytest.fixture
-def any_app(any_url: str) -> Iterator[App]:
-    application = App(any_url, lease=1.0)
-    yield application
-    application.close()
 
 
 class Clock:

@@ -8,30 +8,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conveyor import App, Status, Worker, WorkerState
-from conveyor.backends import open_backend
 from conveyor.worker import WorkerOptions
 
 WAIT = 20.0  # generous bound for cross-thread hand-offs; never a speed assertion
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty store of each kind."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'switches.db'}"
-        return
-    url: str = request.getfixturevalue("postgres_url")
-    cleaner = open_backend(url)
-    cleaner.setup()
-    cleaner.destroy_all()
-    cleaner.close()
-    yield url
 
 
 class Running:
