@@ -121,27 +121,37 @@ class Subscription(Iterator[Event], AsyncIterator[Event]):
         pattern, which matches a task or a queue, is applied here)."""
         return self.store.events(EventQuery(after=after, job_id=self.job_id, kinds=self.kinds, limit=PAGE))
 
-    def _read_or_wait(self, after: int, wait: float) -> list[Event]:
+    def _read_or_wait(self, after: int, wait: float) -> tuple[list[Event], int]:
         """One step, blocking: the next page if there is one, else wait (up to ``wait`` s) for a
-        wake-up and return nothing. An unreachable store is waited out with back-off."""
+        wake-up and return nothing. Also returns where the log was read up to: with the store
+        filtering (a job, kinds), an empty page means nothing matched up to the head read before
+        it, so the next read and wait start there, not at ``after`` (or every later event of other
+        jobs would wake the wait at once, a spin). An unreachable store is waited out with back-off."""
         try:
+            head = self.store.last_event_seq() if self.job_id is not None or self.kinds else after
             page = self._page(after)
+            read_to = after if page else max(after, head)
             if not page and wait > 0:
-                self.store.wait_for_events(after, wait)
+                self.store.wait_for_events(read_to, wait)
             if self._outage_pause:
                 log.info("subscription: the store is reachable again")
             self._outage_pause = 0.0
-            return page
+            return page, read_to
         except StoreUnavailable as exc:
             if not self._outage_pause:
                 log.warning("subscription: the store is unreachable; reading again with back-off: %s", exc)
             self._outage_pause = min(MAX_OUTAGE_PAUSE, max(self.poll, self._outage_pause * 2, 0.1))
             self._closed.wait(min(self._outage_pause, wait))
-            return []
+            return [], after
 
-    def _extend(self, after: int, page: list[Event]) -> None:
-        if page and after == self._read_to():  # read from where this subscription still is
+    def _extend(self, after: int, step: tuple[list[Event], int]) -> None:
+        page, read_to = step
+        if after != self._read_to():  # read from where this subscription no longer is
+            return
+        if page:
             self._pending.extend(page)
+        else:
+            self.last_seq = max(self.last_seq, read_to)
 
     def __iter__(self) -> Subscription:
         return self
@@ -170,8 +180,8 @@ class Subscription(Iterator[Event], AsyncIterator[Event]):
             if event is not None:
                 return event
             after = self._read_to()
-            page = await asyncio.to_thread(self._read_or_wait, after, self.poll)
-            self._extend(after, page)
+            step = await asyncio.to_thread(self._read_or_wait, after, self.poll)
+            self._extend(after, step)
 
     def next_event(self, timeout: float | None = None) -> Event | None:
         """The next matching event, or None if none comes within ``timeout`` seconds (None: wait
@@ -185,7 +195,7 @@ class Subscription(Iterator[Event], AsyncIterator[Event]):
                 return event
             remaining = self.poll if deadline is None else min(self.poll, deadline - time.monotonic())
             after = self._read_to()
-            page = self._read_or_wait(after, max(0.0, remaining))
-            self._extend(after, page)
-            if not page and remaining <= 0:
+            step = self._read_or_wait(after, max(0.0, remaining))
+            self._extend(after, step)
+            if not step[0] and remaining <= 0:
                 return None

@@ -197,3 +197,32 @@ def test_close_from_another_thread_ends_a_blocked_iteration(app: App) -> None:
 def test_subscribe_refuses_bad_arguments(app: App, arguments: dict[str, Any], said: str) -> None:
     with pytest.raises(ValueError, match=said):
         app.subscribe(**arguments)
+
+
+def test_a_filtered_subscription_waits_instead_of_spinning_past_other_jobs_events(any_app: App) -> None:
+    """A subscription to one job, with the log holding later events of other jobs only: each wait
+    starts past what it has read (the head), so it blocks for its poll instead of returning at
+    once, again and again (a spin on the store)."""
+    mine = any_app.enqueue("app.mine")
+    for _ in range(20):
+        any_app.enqueue("app.other")
+    calls = 0
+    store = any_app.backend
+    read = store.events
+
+    def counted(query: Any) -> list[Event]:
+        nonlocal calls
+        calls += 1
+        return read(query)
+
+    store.events = counted  # type: ignore[method-assign]
+    try:
+        with any_app.subscribe(job_id=mine.id, after=0, poll=0.2) as subscription:
+            first = subscription.next_event(timeout=5)
+            assert first is not None and first.job_id == mine.id and first.kind == "enqueued"
+            calls = 0
+            assert subscription.next_event(timeout=1.0) is None  # nothing more of this job
+            assert calls <= 10, f"{calls} reads in 1 s: the wait returned at once (a spin)"
+            assert subscription.last_seq >= any_app.backend.last_event_seq()  # read past the other jobs'
+    finally:
+        del store.events
