@@ -1,7 +1,9 @@
 """A SQL store's statements and migrations, read from its dialect's ``.sql`` files.
 
 ``conveyor/backends/<dialect>/queries.sql`` holds named statements (``-- name: X`` opens block
-X; comment lines are dropped; column placeholders are expanded by ``columns.expand``), and
+X; comment lines are dropped; column placeholders are expanded by ``columns.expand``; a block
+that says ``-- a fragment:`` is a piece of SQL that other statements include as ``{its_name}``,
+written once), and
 ``<dialect>/migrations/NNNN_what.sql`` the numbered schema migrations. Both are read once.
 """
 
@@ -15,6 +17,7 @@ from importlib.resources.abc import Traversable
 from . import columns
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_FRAGMENT = "-- a fragment:"
 _MIGRATION = re.compile(r"(\d+)_\w+\.sql")
 
 #: Dialects whose driver returns JSON columns decoded unless they are cast to text.
@@ -33,10 +36,15 @@ def queries(dialect: str) -> dict[str, str]:
     text = _dialect_dir(dialect).joinpath("queries.sql").read_text()
     parts = _NAME.split(text)
     named: dict[str, str] = {}
+    fragments: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        if name in named:
+        if name in named or name in fragments:
             raise ValueError(f"{dialect}/queries.sql: statement {name!r} defined twice")
         sql = "\n".join(line for line in body.strip().splitlines() if not line.lstrip().startswith("--"))
+        (fragments if _FRAGMENT in body else named)[name] = sql
+    for name, sql in named.items():
+        for fragment, text in fragments.items():
+            sql = sql.replace("{" + fragment + "}", text)
         named[name] = columns.expand(sql, json_as_text=_JSON_AS_TEXT[dialect])
     return named
 

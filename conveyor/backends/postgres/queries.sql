@@ -247,6 +247,21 @@ FROM logged;
 -- changed, in the same statement: a report that is refused (stale token) writes no event. The
 -- statement returns `written`, the number of events written: 1 if the outcome was written.
 
+-- name: log_done
+-- a fragment: the end of a statement whose CTE `done` (an UPDATE ... RETURNING id, task, queue,
+-- attempts, worker_id) changed jobs: it appends one event per row changed, of %(event_kind)s with
+-- %(event_data)s, in the same statement, and returns how many (`written`) and whether it woke
+-- readers (`woken`: once, if it wrote any and %(notify)s). A statement ends `), {log_done}`.
+-- only in this dialect: SQLite appends events with its own statements in the same transaction.
+logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+FROM logged;
+
 -- name: finish_succeeded
 -- `results` gains this stage's result: the JSON text is spliced, so it stays verbatim.
 WITH done AS (
@@ -259,14 +274,7 @@ WITH done AS (
     WHERE id = %(id)s AND token = %(token)s AND status = 'running'
       AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
     RETURNING id, task, queue, attempts, worker_id
-), logged AS (
-    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
-    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
-    RETURNING 1
-)
-SELECT count(*) AS written,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
-FROM logged;
+), {log_done}
 
 -- name: finish_succeeded_many
 -- only in this dialect: a batch of successes in one statement over arrays (one round trip);
@@ -307,14 +315,7 @@ WITH done AS (
     WHERE id = %(id)s AND token = %(token)s AND status = 'running'
       AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
     RETURNING id, task, queue, attempts, worker_id
-), logged AS (
-    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
-    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
-    RETURNING 1
-)
-SELECT count(*) AS written,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
-FROM logged;
+), {log_done}
 
 -- name: finish_retry
 -- Queued again at retry_at, one retry used (the update trigger wakes workers).
@@ -325,14 +326,7 @@ WITH done AS (
     WHERE id = %(id)s AND token = %(token)s AND status = 'running'
       AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
     RETURNING id, task, queue, attempts, worker_id
-), logged AS (
-    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
-    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
-    RETURNING 1
-)
-SELECT count(*) AS written,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
-FROM logged;
+), {log_done}
 
 -- name: finish_released
 -- Handed back, no retry used: by a stopping worker (due again at once, in its old place in line), or
@@ -345,14 +339,7 @@ WITH done AS (
     WHERE id = %(id)s AND token = %(token)s AND status = 'running'
       AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
     RETURNING id, task, queue, attempts, worker_id
-), logged AS (
-    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
-    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
-    RETURNING 1
-)
-SELECT count(*) AS written,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
-FROM logged;
+), {log_done}
 
 -- name: finish_rescued
 -- Its worker died (the lease ran out): queued again, no retry used, one more rescue counted
@@ -362,14 +349,7 @@ WITH done AS (
     WHERE id = %(id)s AND token = %(token)s AND status = 'running'
       AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
     RETURNING id, task, queue, attempts, worker_id
-), logged AS (
-    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
-    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
-    RETURNING 1
-)
-SELECT count(*) AS written,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
-FROM logged;
+), {log_done}
 
 -- name: finish_discarded
 -- The job row goes; its `discarded` event stays (until event_ttl), the last word on it.
@@ -378,14 +358,7 @@ WITH done AS (
     WHERE id = %(id)s AND token = %(token)s AND status = 'running'
       AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
     RETURNING id, task, queue, attempts, worker_id
-), logged AS (
-    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
-    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
-    RETURNING 1
-)
-SELECT count(*) AS written,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
-FROM logged;
+), {log_done}
 
 -- name: expired
 -- Runs whose lease ran out, or that ran past their timeout + margin: the leader decides what each
@@ -426,14 +399,7 @@ WITH done AS (
         token = NULL, lease_expires_at = NULL
     WHERE id = %(id)s AND status IN ('queued', 'running', 'waiting')
     RETURNING id, task, queue, attempts, worker_id
-), logged AS (
-    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
-    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
-    RETURNING 1
-)
-SELECT count(*) AS written,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
-FROM logged;
+), {log_done}
 
 -- name: requeue
 -- With its `requeued` event, in the transaction that also runs `reset` if asked; then `reset`
@@ -464,14 +430,7 @@ WITH done AS (
         worker_id = NULL, stage = 0, results = '[]'
     WHERE id = %(id)s
     RETURNING id, task, queue, attempts, worker_id
-), logged AS (
-    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
-    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
-    RETURNING 1
-)
-SELECT count(*) AS written,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
-FROM logged;
+), {log_done}
 
 -- name: acquire_lock
 -- Take a free or expired lock, or renew one's own, in one statement: a row comes back only if
