@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .backends import describe_url, open_backend
+from .backends import StoreMissing, describe_url, open_backend
 from .errors import StoreError, StoreUnavailable
 from .leader import LOCK as LEADER_LOCK
 from .operations import WorkerState, stale_after
@@ -81,9 +81,13 @@ def _reach(app: App, report: Health) -> Backend | None:
     """The app's store, its schema and one round trip's latency, noted in ``report``; None
     (with the problem noted) if it cannot be used."""
     try:
-        if app.url.startswith("postgres"):  # an outage is the finding, at once: no wait for the pool's retries
-            open_backend(app.url, migrate=False, fail_on_outage=True).close()
+        # A probe first: a missing SQLite file is reported, never created; an outage is the
+        # finding at once, with no wait for a pool's retries.
+        open_backend(app.url, migrate=False, must_exist=True, fail_on_outage=True).close()
         backend = app.backend  # opened (and migrated, if the app may) on first use
+    except StoreMissing as exc:
+        report.problems.append(_line(exc))
+        return None
     except StoreUnavailable as exc:
         report.problems.append(f"store unreachable: {_line(exc)}")
         return None

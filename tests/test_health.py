@@ -51,6 +51,7 @@ def test_due_jobs_without_a_live_worker_are_unhealthy_unless_paused(app: App) ->
 
 
 def test_a_named_queue_needs_a_live_worker(app: App, start_worker: Callable[..., Any], wait_for: Any) -> None:
+    app.backend.setup()  # the store exists (a missing file is its own finding, below)
     report = app.health(queues=["emails"])
     assert not report.healthy and report.problems == ["queue 'emails': no live worker"]
     start_worker(queues=("emails",))
@@ -95,3 +96,11 @@ def test_a_broken_store_is_reported_not_raised(tmp_path: Any) -> None:
     report = App(f"sqlite:///{path}").health()
     assert not report.healthy and not report.reachable
     assert report.problems[0].startswith("store error: ")
+
+
+def test_a_missing_sqlite_store_is_reported_and_not_created(tmp_path: Any) -> None:
+    path = tmp_path / "nowhere.db"
+    report = App(f"sqlite:///{path}").health()
+    assert not report.healthy and not report.reachable
+    assert report.problems == [f"no store at {path} (a relative SQLite path is relative to the working directory)"]
+    assert not path.exists()
