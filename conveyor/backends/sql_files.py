@@ -40,13 +40,19 @@ def queries(dialect: str) -> dict[str, str]:
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in named or name in fragments:
             raise ValueError(f"{dialect}/queries.sql: statement {name!r} defined twice")
-        sql = "\n".join(line for line in body.strip().splitlines() if not line.lstrip().startswith("--"))
+        sql = _include(fragments, "\n".join(
+            line for line in body.strip().splitlines() if not line.lstrip().startswith("--")
+        ))  # fmt: skip
         (fragments if _FRAGMENT in body else named)[name] = sql
-    for name, sql in named.items():
-        for fragment, text in fragments.items():
-            sql = sql.replace("{" + fragment + "}", text)
-        named[name] = columns.expand(sql, json_as_text=_JSON_AS_TEXT[dialect])
-    return named
+    return {name: columns.expand(sql, json_as_text=_JSON_AS_TEXT[dialect]) for name, sql in named.items()}
+
+
+def _include(fragments: dict[str, str], sql: str) -> str:
+    """``sql`` with each ``{fragment}`` replaced by its text (a fragment may include those defined
+    above it in the file)."""
+    for fragment, text in fragments.items():
+        sql = sql.replace("{" + fragment + "}", text)
+    return sql
 
 
 @cache

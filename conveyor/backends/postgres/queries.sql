@@ -72,6 +72,14 @@ RELEASE SAVEPOINT conveyor_enqueue;
 -- name: rollback_to_savepoint
 ROLLBACK TO SAVEPOINT conveyor_enqueue;
 
+-- name: wake_readers
+-- a fragment: a column `woken` for a statement whose CTE `logged` (its INSERT INTO conveyor_events
+-- ... RETURNING 1) wrote events: one pg_notify on channel 'conveyor_events', delivered at commit, if
+-- it wrote any and the caller asked (%(notify)s: postgres/events.py's Waker decides, in Python).
+-- Written {wake_readers}.
+-- only in this dialect: SQLite's readers watch PRAGMA data_version instead.
+(SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+
 -- name: insert
 -- One job (the parameters are columns.insert_params, one per insert column, plus its event's kind
 -- and data) and its `enqueued` event, in one statement: one round trip, and the event exists
@@ -89,7 +97,7 @@ WITH inserted AS (
     RETURNING 1
 )
 SELECT seq,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+       {wake_readers}
 FROM inserted;
 
 -- name: insert_copy
@@ -159,7 +167,7 @@ WITH claimed AS (
     RETURNING 1
 )
 SELECT claimed.*,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+       {wake_readers}
 FROM claimed;
 
 -- name: start
@@ -178,7 +186,7 @@ WITH started AS (
     RETURNING 1
 )
 SELECT started.*,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+       {wake_readers}
 FROM started;
 
 -- name: next_due
@@ -210,20 +218,28 @@ RETURNING token;
 UPDATE conveyor_jobs SET lease_expires_at = %(until)s
 WHERE status = 'running' AND worker_id = ANY(%(worker_ids)s);
 
--- name: progress
--- The progress and its `progress` event, fenced by the run's token (a stale run writes neither).
-WITH moved AS (
-    UPDATE conveyor_jobs SET progress = %(percent)s, progress_message = %(message)s
-    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-    RETURNING id, task, queue, attempts, worker_id
-), logged AS (
+-- name: log_done
+-- a fragment: the end of a statement whose CTE `done` (an UPDATE ... RETURNING id, task, queue,
+-- attempts, worker_id) changed jobs: it appends one event per row changed, of %(event_kind)s with
+-- %(event_data)s, in the same statement, and returns how many (`written`) and whether it woke
+-- readers (`woken`: once, if it wrote any and %(notify)s). A statement ends `), {log_done}`.
+-- only in this dialect: SQLite appends events with its own statements in the same transaction.
+logged AS (
     INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
-    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM moved
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
     RETURNING 1
 )
 SELECT count(*) AS written,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+       {wake_readers}
 FROM logged;
+
+-- name: progress
+-- The progress and its `progress` event, fenced by the run's token (a stale run writes neither).
+WITH done AS (
+    UPDATE conveyor_jobs SET progress = %(percent)s, progress_message = %(message)s
+    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
+    RETURNING id, task, queue, attempts, worker_id
+), {log_done}
 
 -- name: emit
 -- A running task's own event, fenced by its run's token. FOR SHARE: a finish of the run being
@@ -238,7 +254,7 @@ WITH logged AS (
     RETURNING 1
 )
 SELECT count(*) AS written,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+       {wake_readers}
 FROM logged;
 
 -- The finish_* statements write one run's outcome, fenced by its token; with `lease_before` (the
@@ -246,21 +262,6 @@ FROM logged;
 -- Each writes its event (kind and data from events.outcome_event, as parameters) from the row it
 -- changed, in the same statement: a report that is refused (stale token) writes no event. The
 -- statement returns `written`, the number of events written: 1 if the outcome was written.
-
--- name: log_done
--- a fragment: the end of a statement whose CTE `done` (an UPDATE ... RETURNING id, task, queue,
--- attempts, worker_id) changed jobs: it appends one event per row changed, of %(event_kind)s with
--- %(event_data)s, in the same statement, and returns how many (`written`) and whether it woke
--- readers (`woken`: once, if it wrote any and %(notify)s). A statement ends `), {log_done}`.
--- only in this dialect: SQLite appends events with its own statements in the same transaction.
-logged AS (
-    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
-    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM done
-    RETURNING 1
-)
-SELECT count(*) AS written,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
-FROM logged;
 
 -- name: finish_succeeded
 -- `results` gains this stage's result: the JSON text is spliced, so it stays verbatim.
@@ -304,7 +305,7 @@ WITH done AS (
     RETURNING 1
 )
 SELECT token,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+       {wake_readers}
 FROM done;
 
 -- name: finish_failed
@@ -418,7 +419,7 @@ WITH done AS (
     RETURNING 1
 )
 SELECT count(*) AS requeued,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+       {wake_readers}
 FROM done;
 
 -- name: reset
@@ -563,7 +564,7 @@ WITH added AS (
     RETURNING 1
 )
 SELECT count(*) AS written,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+       {wake_readers}
 FROM logged;
 
 -- name: switch_on
@@ -587,7 +588,7 @@ WITH removed AS (
     WHERE EXISTS (SELECT FROM removed)
 )
 SELECT EXISTS (SELECT FROM removed), (SELECT queues FROM workers_woken),
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken;
+       {wake_readers};
 
 -- name: switches
 SELECT scope, name FROM conveyor_switches;
@@ -614,7 +615,7 @@ WITH registered AS (
     RETURNING 1
 )
 SELECT count(*) AS written,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+       {wake_readers}
 FROM logged;
 
 -- name: beat_worker
@@ -636,7 +637,7 @@ WITH ended AS (
     RETURNING 1
 )
 SELECT count(*) AS written,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+       {wake_readers}
 FROM logged;
 
 -- name: list_workers
@@ -658,7 +659,7 @@ WITH asked AS (
     RETURNING 1
 )
 SELECT id,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+       {wake_readers}
 FROM asked;
 
 -- name: mark_dead_workers
@@ -673,7 +674,7 @@ WITH dead AS (
     RETURNING 1
 )
 SELECT id,
-       (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+       {wake_readers}
 FROM dead;
 
 -- name: prune_workers
