@@ -12,7 +12,6 @@ import contextlib
 import os
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -20,9 +19,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import waiting
+from click.testing import CliRunner, Result
 
 from conveyor import App, Worker
 from conveyor.backends import open_backend
+from conveyor.cli import main
 from conveyor.worker import WorkerOptions
 
 # $CONVEYOR_URL beats the URL a test gives App() in code (README, "Which store?"): a developer's
@@ -136,21 +138,24 @@ def count_rows(db_path: Path) -> Callable[[], int]:
     return count
 
 
-def _wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(interval)
+@pytest.fixture
+def wait_for() -> Callable[..., Any]:
+    """``wait_for(predicate, what="...", timeout=10)``: poll until truthy, else fail the test."""
+    return waiting.wait_for
 
 
 @pytest.fixture
-def wait_for() -> Callable[..., Any]:
-    """``wait_for(predicate, timeout=10, what="...")``: poll until truthy, else fail the test."""
-    return _wait_for
+def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Result]:
+    """``conveyor ARGS`` in-process (click's CliRunner: stdout is not a terminal), in ``tmp_path``,
+    with no $CONVEYOR_URL/$CONVEYOR_APP unless ``env`` gives them."""
+    monkeypatch.delenv("CONVEYOR_URL", raising=False)
+    monkeypatch.delenv("CONVEYOR_APP", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+    return invoke
 
 
 class WorkerThread:

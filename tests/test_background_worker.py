@@ -5,17 +5,19 @@ ttl has run out."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import waiting
 
 from conveyor import App, BackgroundWorker, WorkerState
 from conveyor.background import lock_name
@@ -34,14 +36,7 @@ def web_process(url: str) -> App:
     return app
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+wait_until = functools.partial(waiting.wait_for, timeout=WAIT, interval=0.02)  #: tests/waiting.py
 
 
 @pytest.fixture

@@ -12,24 +12,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from conveyor import App, Priority, Status
-from conveyor.cli import main
 from conveyor.logs import JsonFormatter, parse_level
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Run ``conveyor ARGS`` in ``tmp_path`` with no $CONVEYOR_URL/$CONVEYOR_APP unless given."""
-    monkeypatch.delenv("CONVEYOR_URL", raising=False)
-    monkeypatch.delenv("CONVEYOR_APP", raising=False)
-    monkeypatch.chdir(tmp_path)
-
-    def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-
-    return invoke
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ point."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -15,11 +16,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import waiting
 from click.testing import CliRunner, Result
 
 from conveyor import App
@@ -62,15 +64,8 @@ def conveyor(
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Poll ``predicate`` until it is truthy; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.05)
+#: Poll until truthy (tests/waiting.py), with room for a worker process to start.
+wait_for = functools.partial(waiting.wait_for, timeout=30.0, interval=0.05)
 
 
 def registered(url: str, pid: int) -> WorkerInfo | None:
@@ -105,19 +100,6 @@ def running_worker(tmp_path: Path, url: str, *options: str) -> Iterator[subproce
                 process.kill()
                 process.wait()
         log.close()
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Result]:
-    """``conveyor ARGS`` in-process (CliRunner), in ``tmp_path``, no $CONVEYOR_URL/$CONVEYOR_APP."""
-    monkeypatch.delenv("CONVEYOR_URL", raising=False)
-    monkeypatch.delenv("CONVEYOR_APP", raising=False)
-    monkeypatch.chdir(tmp_path)
-
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-    return invoke
 
 
 ROW = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} #\d+ ")  #: an event's first line in ``events`` at 80 columns

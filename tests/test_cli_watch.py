@@ -14,31 +14,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 from rich.console import Console
 from test_cli_ops import SHOP, clean_env, conveyor, running_worker, wait_for
 
 from conveyor import App
-from conveyor.cli import main
 from conveyor.cli.watch import WatchView
 from conveyor.events import EventKind
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Result]:
-    """``conveyor ARGS`` in-process (CliRunner: stdout is not a terminal), in ``tmp_path``."""
-    monkeypatch.delenv("CONVEYOR_URL", raising=False)
-    monkeypatch.delenv("CONVEYOR_APP", raising=False)
-    monkeypatch.chdir(tmp_path)
-
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-    return invoke
 
 
 class Follower:
@@ -59,7 +44,7 @@ class Follower:
     def wait_for_line(self, *words: str, timeout: float = 30.0) -> str:
         """The first line holding every one of ``words``, once printed."""
         found = wait_for(lambda: next((ln for ln in self.lines if all(w in ln for w in words)), None)
-                         or self.process.poll() is not None, f"a line with {words}", timeout)  # fmt: skip
+                         or self.process.poll() is not None, f"a line with {words}", timeout=timeout)  # fmt: skip
         assert isinstance(found, str), f"exited {self.process.returncode}: {self.lines} {self.stderr()}"
         return found
 

@@ -5,12 +5,14 @@ returned, the rest goes on), ``app.queues()``, and ``stop_workers`` by worker id
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import waiting
 
 from conveyor import App, Status, Worker, WorkerState
 from conveyor.worker import WorkerOptions
@@ -104,14 +106,7 @@ def worker_app(url: str) -> App:
     return app
 
 
-def wait_until(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + WAIT
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+wait_until = functools.partial(waiting.wait_for, timeout=WAIT, interval=0.02)  #: tests/waiting.py
 
 
 def statuses(app: App, handles: list[Any]) -> list[Status]:
