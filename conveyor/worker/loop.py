@@ -84,7 +84,8 @@ class Worker:
         self.reporter = Reporter(self.backend, self.clock, self.runs)
         stuck_after = options.stuck_after if options.supervised else None
         info = worker_info(self.id, self.host, os.getpid(), self.queues, self.concurrency, self.clock())
-        self.registration = Registration(self.backend, self.clock, info, self._registry_status, self._stop_asked)
+        # a stop requested through the store, heard at a registry beat, stops gracefully as SIGTERM does
+        self.registration = Registration(self.backend, self.clock, info, self._registry_status, self.stop)
         self.first_poll = start_jitter(options.poll)  #: seconds before the first claim (the staggered start)
         self.monitor = Monitor(self.backend, self.clock, self.id, self.lease, self.runs, self.reporter,
                                self._stuck, stuck_after, registration=self.registration,
@@ -167,10 +168,6 @@ class Worker:
         """What the registry beat writes: jobs in flight, running or stopping, leader or not."""
         state = WorkerState.STOPPING if self._stopping.is_set() else WorkerState.RUNNING
         return len(self.runs.running()), state, self.is_leader
-
-    def _stop_asked(self) -> None:
-        """A registry beat found a stop requested: stop gracefully, as SIGTERM does."""
-        self.stop()
 
     def _log_start(self) -> None:
         """Say which store this worker serves (a SQLite file by its absolute path, never a
