@@ -1,8 +1,10 @@
 """The PostgreSQL store: ``PostgresBackend`` (store.py), its connections (connections.py), its
-statements (queries.sql) and its numbered migrations (migrations/)."""
+schema steps (schema.py), event log (events.py) and operations (operations.py), its statements
+(queries.sql) and its numbered migrations (migrations/)."""
 
 from __future__ import annotations
 
-from .store import PostgresBackend, migrations, queries
+from .schema import migrations, queries
+from .store import PostgresBackend
 
 __all__ = ["PostgresBackend", "migrations", "queries"]

@@ -49,7 +49,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ...errors import DuplicateJob, InvalidTransition, StoreError, StoreUnavailable
 from ...events import EventKind, encode_data, enqueued_data, outcome_event, progress_data
 from ...job import Job, NewJob, Priority, Status
-from .. import sql_files
 from ..base import JobQuery, Outcome, OutcomeKind, Report
 from ..columns import insert_params, insert_row, new_job_record, row_to_job
 from ..rows import FINISH_STATEMENTS, enqueued_rows, finish_params, list_params
@@ -64,20 +63,11 @@ from .connections import (
 )
 from .events import EventLogMixin, Waker
 from .operations import OperationsMixin
+from .schema import SchemaMixin, queries
 
 log = logging.getLogger("conveyor.postgres")
 
 _DUPLICATE_ID = re.compile(r"Key \(id\)=\((.*)\) already exists")
-
-
-def queries() -> dict[str, str]:
-    """This store's named statements (postgres/queries.sql)."""
-    return sql_files.queries("postgres")
-
-
-def migrations() -> list[tuple[int, str, str]]:
-    """This store's schema migrations (postgres/migrations), oldest first."""
-    return sql_files.migrations("postgres")
 
 
 _QUEUED = ("queued",)  #: the status column insert_copy writes after insert_row's values
@@ -120,7 +110,7 @@ def _copied(jobs: Sequence[NewJob]) -> bool:
     return len(jobs) > 1 and all(new.key is None for new in jobs)
 
 
-class PostgresBackend(EventLogMixin, OperationsMixin):
+class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin):
     """A job store in a PostgreSQL database: the jobs in ``conveyor_jobs``, their events in
     ``conveyor_events``, named locks, switches and the worker registry beside them.
 
@@ -231,66 +221,6 @@ class PostgresBackend(EventLogMixin, OperationsMixin):
         pool = self._get_worker_pool() if worker else self._get_pool()
         with self._errors(what), pool.connection() as conn:
             yield conn
-
-    # schema ------------------------------------------------------------------------------
-    def setup(self, migrate: bool = True) -> list[str]:
-        """Apply pending migrations (``migrate``), or check that none is pending. Safe to run
-        from many processes and hosts at once. Returns the migrations applied."""
-        applied = []
-        if migrate:
-            applied = self.migrate()
-        else:
-            current, latest = self.schema_version(), migrations()[-1][0]
-            if current != latest:
-                raise StoreError(
-                    f"PostgreSQL at {self._where} has conveyor schema version {current}, this conveyor needs"
-                    f" {latest}: run `conveyor migrate --url ...`"
-                )
-        self._ready = True
-        return applied
-
-    def schema_versions(self) -> tuple[int | None, int]:
-        """The schema version applied (None: none yet) and the one this conveyor needs."""
-        return self.schema_version(), migrations()[-1][0]
-
-    def schema_version(self) -> int | None:
-        """The latest applied migration's version, or None for an empty database."""
-        q = queries()
-        with self._errors("reading the schema version"), self._get_pool().connection() as conn:
-            exists = conn.execute(q["migrations_table_exists"]).fetchone()
-            if not exists or not exists[0]:
-                return None
-            row = conn.execute(q["schema_version"]).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
-
-    def migrate(self) -> list[str]:
-        """Apply the migrations not yet applied, each with its record, in one transaction under
-        an advisory lock: a second concurrent run waits, then finds nothing to do. Returns the
-        file names applied. Raises StoreError if the database is newer than this conveyor."""
-        known = migrations()
-        latest = known[-1][0]
-        current = self.schema_version()
-        if current is not None and current > latest:
-            raise StoreError(
-                f"PostgreSQL at {self._where} has conveyor schema version {current}; this conveyor knows"
-                f" up to {latest}: upgrade conveyor"
-            )
-        if current == latest:
-            return []
-        q = queries()
-        applied: list[str] = []
-        with self._errors("migrating"), self._get_pool().connection() as conn, conn.transaction():
-            conn.execute(q["migrate_lock"])
-            conn.execute(q["create_migrations_table"])
-            done = {row[0] for row in conn.execute(q["migrations_applied"])}
-            for version, name, sql in known:
-                if version not in done:
-                    conn.execute(sql.encode())  # several statements, no parameters
-                    conn.execute(q["record_migration"], {"version": version, "name": name})
-                    applied.append(name)
-        if applied:
-            log.info("migrated PostgreSQL at %s: %s", self._where, ", ".join(applied))
-        return applied
 
     def close(self) -> None:
         """Close the pools and the listener's connection. The store reopens on next use."""
