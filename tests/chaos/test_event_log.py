@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -27,8 +26,7 @@ from e2e.eventkit import (  # the event tests' follower and log checks (tests/e2
 from conveyor.events import Event
 
 from .conftest import MODE, Cluster, make_cluster, report
-from .producers import Producers
-from .test_kill_storm import Storm, _done_at_least
+from .test_kill_storm import drive_storm
 
 pytestmark = pytest.mark.chaos
 
@@ -46,19 +44,7 @@ def test_after_a_kill_storm_every_job_has_its_complete_events_and_a_follower_saw
     cluster = event_storm_cluster
     began = time.monotonic()
     follower = Follower(cluster.app, after=None)  # before any worker or job
-    storm = Storm(cluster, supervised=False)
-    producers = Producers(store_url, cluster.lease).start(MODE.jobs)
-    kills = []
-    for k in range(1, MODE.kills + 1):
-        due = k * MODE.jobs // (MODE.kills + 1)
-        cluster.wait_for(partial(_done_at_least, cluster, due), 120, f"{due} jobs done before kill {k}", every=0.05)
-        kills.append(storm.kill_one())
-    producers.join()
-    assert not producers.errors, f"producers failed: {producers.errors}"
-    acknowledged = producers.ids()
-    assert len(acknowledged) == MODE.jobs
-    cluster.wait_for(lambda: cluster.unfinished() == 0, 60 + 2 * cluster.lease * MODE.kills,
-                     "every job to finish after the last kill (nothing stuck)")  # fmt: skip
+    _, kills, acknowledged = drive_storm(cluster, store_url, supervised=False)
 
     sentinel_seq = stop_followers(cluster.app, follower, timeout=120)
     log = read_log(cluster.app, after=follower.start_seq, upto=sentinel_seq)

@@ -93,22 +93,7 @@ def test_no_acknowledged_job_is_lost_or_stuck_and_every_duplicate_run_is_explain
     (-p 2 -c 2) whose children are killed: the supervisor must stop renewing a dead child's leases."""
     cluster = storm_cluster
     began = time.monotonic()
-    storm = Storm(cluster, supervised)
-    producers = Producers(store_url, cluster.lease).start(MODE.jobs)
-
-    kills: list[Kill] = []
-    for k in range(1, MODE.kills + 1):
-        # Spread the kills over the drain: the k-th once k/(kills+1) of the jobs have run.
-        due = k * MODE.jobs // (MODE.kills + 1)
-        cluster.wait_for(partial(_done_at_least, cluster, due), 120, f"{due} jobs done before kill {k}", every=0.05)
-        kills.append(storm.kill_one())
-    producers.join()
-    assert not producers.errors, f"producers failed: {producers.errors}"
-    acknowledged = producers.ids()
-    assert len(acknowledged) == MODE.jobs
-
-    cluster.wait_for(lambda: cluster.unfinished() == 0, 60 + 2 * cluster.lease * MODE.kills,
-                     "every job to finish after the last kill (nothing stuck)")  # fmt: skip
+    storm, kills, acknowledged = drive_storm(cluster, store_url, supervised)
     jobs = cluster.all_jobs()
     verdict = check_runs(acknowledged, jobs, read_runs(cluster.side_log), kills)
     store = store_url.split(":", 1)[0]
@@ -123,6 +108,27 @@ def test_no_acknowledged_job_is_lost_or_stuck_and_every_duplicate_run_is_explain
     assert verdict.duplicate_runs > 0, "no kill cut a run short: the storm tested nothing"
     if supervised:
         assert all(proc.poll() is None for proc in storm.workers), "a supervisor died"
+
+
+def drive_storm(cluster: Cluster, store_url: str, supervised: bool) -> tuple[Storm, list[Kill], set[str]]:
+    """The storm itself: producers enqueue MODE.jobs jobs while MODE.kills workers (or supervised
+    children) are SIGKILLed, spread over the drain; returns once every job has finished (nothing
+    stuck), with the storm's workers, the kills and the ids of the acknowledged jobs."""
+    storm = Storm(cluster, supervised)
+    producers = Producers(store_url, cluster.lease).start(MODE.jobs)
+    kills: list[Kill] = []
+    for k in range(1, MODE.kills + 1):
+        # Spread the kills over the drain: the k-th once k/(kills+1) of the jobs have run.
+        due = k * MODE.jobs // (MODE.kills + 1)
+        cluster.wait_for(partial(_done_at_least, cluster, due), 120, f"{due} jobs done before kill {k}", every=0.05)
+        kills.append(storm.kill_one())
+    producers.join()
+    assert not producers.errors, f"producers failed: {producers.errors}"
+    acknowledged = producers.ids()
+    assert len(acknowledged) == MODE.jobs
+    cluster.wait_for(lambda: cluster.unfinished() == 0, 60 + 2 * cluster.lease * MODE.kills,
+                     "every job to finish after the last kill (nothing stuck)")  # fmt: skip
+    return storm, kills, acknowledged
 
 
 def _done_at_least(cluster: Cluster, count: int) -> bool:
