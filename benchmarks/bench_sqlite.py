@@ -274,8 +274,10 @@ class Conveyor(System):
         )
 
     def store_settings(self) -> str:
-        return ("SQLite WAL; enqueues synced (`synchronous=FULL`, the default), the workers' own commits"
-                " `synchronous=NORMAL`; idle workers watch `PRAGMA data_version`")
+        return (
+            "SQLite WAL; enqueues synced (`synchronous=FULL`, the default), the workers' own commits"
+            " `synchronous=NORMAL`; idle workers watch `PRAGMA data_version`"
+        )
 
     def url(self, db: Any) -> str:
         return f"sqlite:///{db}"

@@ -29,7 +29,10 @@ from .handle import JobHandle
 from .health import Health
 from .job import ExitCode, Job, JobError, Priority, Status
 from .locks import Lock
+from .messages import Delivery, Notification, StoredMessage
 from .operations import QueueInfo, Switches, WorkerInfo, WorkerState
+from .refs import Cond, Ref, TemplateError
+from .stages import Message, Pipeline, Step, Timer
 from .subscription import Subscription
 from .task import Signature, Task
 from .worker import Worker, WorkerOptions
@@ -37,8 +40,10 @@ from .worker import Worker, WorkerOptions
 __all__ = [
     "App",
     "BackgroundWorker",
+    "Cond",
     "ConveyorError",
     "DeadlockError",
+    "Delivery",
     "Discard",
     "DuplicateJob",
     "Event",
@@ -54,16 +59,24 @@ __all__ = [
     "JobNotFound",
     "Lock",
     "LockNotAcquired",
+    "Message",
+    "Notification",
+    "Pipeline",
     "Priority",
     "QueueInfo",
+    "Ref",
     "Retry",
     "Signature",
     "Status",
+    "Step",
     "StoreError",
     "StoreUnavailable",
+    "StoredMessage",
     "Subscription",
     "Switches",
     "Task",
+    "TemplateError",
+    "Timer",
     "Worker",
     "WorkerInfo",
     "WorkerOptions",

@@ -14,14 +14,17 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from . import operations
+import msgspec
+
+from . import operations, pipeline
+from .app_pipelines import PipelinesMixin
 from .backends import describe_url, open_backend
 from .backends.base import Backend, JobQuery
 from .errors import InvalidTransition, JobNotFound
 from .events import Event, EventQuery
 from .execution import run_sync, unknown_task
 from .handle import JobHandle
-from .job import Job, Status
+from .job import Job, NewJob, Status
 from .operations import QueueInfo, Switches, SwitchScope, WorkerInfo
 from .outcome import Outcome, OutcomeKind
 from .subscription import Subscription, check_position, kinds_filter
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from .background import BackgroundWorker
     from .health import Health
     from .locks import Lock
+    from .stages import Pipeline
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +58,7 @@ def choose_url(flag: str | None = None, code_url: str | None = None) -> tuple[st
     return DEFAULT_URL, DEFAULT
 
 
-class App:
+class App(PipelinesMixin):
     """A set of tasks bound to one store.
 
     ``url``: the store given in code, kept as ``code_url``. The store used (``url``) is the first of:
@@ -69,6 +73,7 @@ class App:
     ``eager``: run every enqueued job inline at once, with no retry (see ``eager()``).
     ``event_ttl``: seconds the event log keeps an event (the leader prunes older ones; a job's
     events also go when the job is pruned). A week by default.
+    ``notification_ttl``: seconds an owner's notification is kept (the leader prunes older ones).
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class App:
         max_rescues: int = 2,
         eager: bool = False,
         event_ttl: float = 7 * 86400.0,
+        notification_ttl: float = 30 * 86400.0,
     ) -> None:
         if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
             raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
@@ -96,8 +102,13 @@ class App:
         self.migrate = migrate
         self.max_rescues = max_rescues
         self.event_ttl = float(event_ttl)
+        ttl = notification_ttl
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            raise ValueError(f"notification_ttl must be > 0 seconds, got {notification_ttl!r}")
+        self.notification_ttl = float(notification_ttl)
         self.is_eager = bool(eager)  #: True while enqueued jobs run inline (App(eager=True) or ``with app.eager()``)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.pipelines: dict[str, Pipeline] = {}  #: pipelines declared with a name, to enqueue by name
         self._backend: Backend | None = None
 
     def __repr__(self) -> str:
@@ -190,9 +201,14 @@ class App:
             given.append(connection)
         if any(conn is not given[0] for conn in given):
             raise ValueError("the calls of one enqueue_many must all use the same connection")
-        if given and self.is_eager:
+        return self.enqueue_jobs(new_jobs, now, connection=given[0] if given else None)
+
+    def enqueue_jobs(self, new_jobs: Sequence[NewJob], now: float, *, connection: Any = None) -> list[JobHandle]:
+        """Store jobs built and checked at ``now`` (``Signature.to_new_job``, ``Pipeline.to_new_job``)
+        in one transaction, run them at once in eager mode; the common end of every enqueue."""
+        if connection is not None and self.is_eager:
             raise ValueError("eager mode cannot run a job enqueued inside your own transaction (connection=)")
-        stored = self.backend.enqueue(new_jobs, now, connection=given[0] if given else None)
+        stored = self.backend.enqueue(new_jobs, now, connection=connection)
         if self.is_eager:
             stored = [self._run_eagerly(job) for job in stored]
         return [JobHandle(self, job) for job in stored]
@@ -210,15 +226,26 @@ class App:
 
     def _run_eagerly(self, job: Job) -> Job:
         """Run a just-stored job in this thread and store how it ended, with no retry: an
-        exception (Retry included) fails it. A job not queued (a key's earlier job) is left as is."""
+        exception (Retry included) fails it. A pipeline runs stage after stage until it ends or
+        waits (a Timer, a Message). A job not queued (a key's earlier job) is left as is."""
         backend = self.backend
-        started = backend.start(job.id, "eager", self.lease, self.clock())
-        if started is None or started.token is None:
-            return job
-        task = self.tasks.get(started.task)
-        outcome = unknown_task(started) if task is None else run_sync(task, started, backend, self.clock)
-        backend.finish(started.id, started.token, _without_retry(outcome), self.clock())
-        return backend.get(started.id) or started
+        while True:
+            started = backend.start(job.id, "eager", self.lease, self.clock())
+            if started is None or started.token is None:
+                return backend.get(job.id) or job
+            backend.finish(started.id, started.token, self._run_inline(started, retry=False), self.clock())
+            if started.stages is None:
+                return backend.get(started.id) or started
+
+    def _run_inline(self, job: Job, *, retry: bool) -> Outcome:
+        """Run a claimed job's current stage in this thread and decide the job's outcome
+        (conveyor.pipeline); ``retry`` False turns a retry into a failure (eager mode)."""
+        early = pipeline.before_run(job, self.clock())
+        if early is not None:
+            return early if retry else _without_retry(early)
+        task = self.tasks.get(job.task)
+        outcome = unknown_task(job) if task is None else run_sync(task, job, self.backend, self.clock)
+        return pipeline.settle(job, outcome if retry else _without_retry(outcome), self.clock())
 
     # reading ----------------------------------------------------------------------
     def _view(self, job: Job) -> Job:
@@ -279,11 +306,19 @@ class App:
 
     def retry(self, job_id: str, *, reset: bool = False) -> Job:
         """Queue a failed or cancelled job again now, keeping its counters (``reset`` zeroes
-        them and clears its result and error). Raises JobNotFound or InvalidTransition."""
+        them and clears its result and error; a pipeline then starts over, as ``reset``). A
+        pipeline resumes at the stage it failed at. Raises JobNotFound or InvalidTransition."""
         before = self.job(job_id)
         if before.status not in (Status.FAILED, Status.CANCELLED):
             raise InvalidTransition(
                 f"job {job_id} is {before.status.value}; only failed or cancelled jobs can be retried"
+            )
+        if reset and before.stages is not None:  # a pipeline starts over at its first stage
+            return self._view(self.reset(job_id))
+        if before.stages is not None and before.error is not None and before.error.type == "TemplateError":
+            raise InvalidTransition(  # the row still holds the stage before the one whose references failed
+                f"job {job_id} failed resolving a stage's references ({before.error.message}); running that stage "
+                "again would fail the same way: reset it (retry(reset=True)) to start over"
             )
         job = self.backend.requeue(job_id, self.clock(), reset=reset)
         if job is None:
@@ -453,18 +488,20 @@ class App:
             if not jobs:
                 return ran
             job = jobs[0]
-            task = self.tasks.get(job.task)
-            outcome = unknown_task(job) if task is None else run_sync(task, job, backend, self.clock)
             assert job.token is not None
-            backend.finish(job.id, job.token, outcome, self.clock())
+            backend.finish(job.id, job.token, self._run_inline(job, retry=True), self.clock())
             ran += 1
 
 
 def _without_retry(outcome: Outcome) -> Outcome:
-    """Eager mode retries nothing: a run that would be retried fails instead."""
+    """Eager mode retries nothing: a run that would be retried fails instead (a pipeline's
+    settled retry keeps its stage record, without the restart)."""
     if outcome.kind is not OutcomeKind.RETRY:
         return outcome
-    return Outcome(kind=OutcomeKind.FAILED, error=outcome.error, exit_code=outcome.exit_code)
+    record = outcome.record
+    if record is not None:
+        record = msgspec.structs.replace(record, next=None)
+    return Outcome(kind=OutcomeKind.FAILED, error=outcome.error, exit_code=outcome.exit_code, record=record)
 
 
 def load_app(path: str) -> App:

@@ -1,10 +1,11 @@
 """``conveyor demo``: the whole life of a batch of jobs, on a temporary SQLite file, in a few seconds.
 
 It enqueues a few hundred jobs of the tasks in ``conveyor.demo_tasks`` in one
-atomic batch, starts ``conveyor worker -p 2`` (a supervisor with two worker
-processes) on the same file, follows the store with a live progress bar,
-stops the workers with SIGTERM (graceful) and prints what ran, retried and
-failed. No server is needed: the store is the file.
+atomic batch, with two orders of a pipeline that wait for a payment message and
+on a timer (``conveyor.demo_orders``), starts ``conveyor worker -p 2`` (a
+supervisor with two worker processes) on the same file, follows the store with
+a live progress bar, pays the orders, stops the workers with SIGTERM (graceful)
+and prints what ran, retried and failed. No server is needed: the store is the file.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from . import demo_orders
 from . import demo_tasks as tasks
 from .app import App
 from .job import Job, Priority, Status
@@ -54,7 +56,7 @@ CURRENCIES = ("EUR", "GBP", "JPY", "CHF", "SEK", "NOK")
 CSV_FILES = ("customers.csv", "orders-corrupt.csv", "products.csv", "refunds-corrupt.csv", "suppliers.csv")
 CHARGES = 5
 REMINDERS = ("ada", "grace", "linus")
-SPECIALS = len(REPORTS) + len(CURRENCIES) + len(CSV_FILES) + CHARGES + len(REMINDERS)
+SPECIALS = len(REPORTS) + len(CURRENCIES) + len(CSV_FILES) + CHARGES + len(REMINDERS) + demo_orders.JOBS
 #: plain jobs at the least: more than the workers' slots, so the high-priority ones have a queue to jump
 MIN_BULK = 2 * PROCESSES * CONCURRENCY
 MINIMUM = SPECIALS + MIN_BULK  #: the fewest jobs that show every behaviour
@@ -81,7 +83,7 @@ def run_demo(count: int, keep: bool, console: Console) -> int:
     app = App(lease=tasks.app.lease)
     app.use_url(f"sqlite:///{workdir / 'demo.db'}", source="the demo")  # its own file, whatever $CONVEYOR_URL says
     try:
-        return _Demo(app, max(count, MINIMUM), workdir, console).run()
+        return _Demo(app, max(count, MINIMUM), workdir, console, keep).run()
     finally:
         app.close()
         if keep:
@@ -94,9 +96,11 @@ def run_demo(count: int, keep: bool, console: Console) -> int:
 class _Demo:
     """One run of the demo: enqueue, start workers, watch, stop, summarise."""
 
-    def __init__(self, app: App, total: int, workdir: Path, console: Console) -> None:
+    def __init__(self, app: App, total: int, workdir: Path, console: Console, keep: bool) -> None:
         self.app = app
         self.total = total
+        self.keep = keep
+        self.orders = demo_orders.Orders(app)
         self.workdir = workdir
         self.console = console
         self.log_path = workdir / "workers.log"
@@ -107,9 +111,13 @@ class _Demo:
         console.print(f"[bold]conveyor demo[/bold]: {self.total} jobs, {PROCESSES} worker processes x "
                       f"{CONCURRENCY} threads, store {self.app.url}")  # fmt: skip
         enqueued_at = time.monotonic()
-        self.app.enqueue_many(self._batch())
-        console.print(f"enqueued {self.total} jobs in one transaction in "
-                      f"{(time.monotonic() - enqueued_at) * 1000:.0f} ms")  # fmt: skip
+        now, batch = self.app.clock(), self._batch()
+        self.app.enqueue_jobs([sig.to_new_job(now) for sig in batch] + self.orders.new_jobs(now), now)
+        console.print(f"enqueued {len(batch)} jobs and {len(demo_orders.ORDERS)} orders (pipeline jobs) in one "
+                      f"transaction in {(time.monotonic() - enqueued_at) * 1000:.0f} ms")  # fmt: skip
+        early = self.orders.pay(demo_orders.EARLY)
+        console.print(f"sent order {demo_orders.EARLY}'s payment before any worker started: {early.value.upper()}, "
+                      "kept in its mailbox until the order gets to its Message('payment') stage")  # fmt: skip
         with self.log_path.open("wb") as log:
             workers = self._start_workers(log)
             try:
@@ -132,7 +140,7 @@ class _Demo:
     def _batch(self) -> list[Signature]:
         """Reports first (their progress shows while the bulk runs), flaky and failing jobs
         spread through the bulk, the delayed reminders, and the high-priority charges last."""
-        bulk: list[Signature] = [
+        bulk: list[Signature] = [  # the orders, and the receipts they chain, are the last SPECIALS
             tasks.resize_image.s(n, width=320 + 16 * (n % 5)) for n in range(self.total - SPECIALS)
         ]
         extra = [tasks.fetch_rates.s(c) for c in CURRENCIES] + [tasks.import_csv.s(f) for f in CSV_FILES]
@@ -198,7 +206,8 @@ class _Demo:
         while True:
             snapshot = self._snapshot()
             progress.update(bar, completed=snapshot.finished)
-            live.update(Group(progress, _status_line(snapshot), *_report_lines(snapshot)))
+            orders = self.orders.step()
+            live.update(Group(progress, _status_line(snapshot), *_report_lines(snapshot), *orders))
             if snapshot.finished >= self.total:
                 return True
             if workers.poll() is not None:
@@ -220,7 +229,7 @@ class _Demo:
         jobs = self.app.jobs(limit=self.total + 100)
         by_task: dict[str, list[Job]] = {}
         for job in reversed(jobs):  # oldest first: the order they were enqueued in
-            by_task.setdefault(job.task, []).append(job)
+            by_task.setdefault(_kind(job), []).append(job)
         table = Table("task", "jobs", "succeeded", "retried", "failed", "runs", "avg time", title="what ran")
         for name, group in by_task.items():
             table.add_row(_short(name), *_row(group))
@@ -232,6 +241,7 @@ class _Demo:
             self.console.print(f"[red]failed[/red] {_short(job.task)}({', '.join(map(repr, job.args))}) "
                                f"after {job.attempts} runs: {error}")  # fmt: skip
         self._notes(by_task)
+        orders_ok = self.orders.summary(self.console, self.keep)
         wall = time.monotonic() - self.started
         self.console.print(f"[bold]{len(jobs)} jobs in {wall:.1f} s[/bold] ({len(jobs) / wall:.0f} jobs/s overall, "
                            "including worker start-up, the delayed jobs' wait and the graceful stop)")  # fmt: skip
@@ -239,7 +249,10 @@ class _Demo:
         expected_failures = sum("corrupt" in name for name in CSV_FILES)
         failed = [j for j in jobs if j.status is not Status.SUCCEEDED]
         ok = (
-            len(jobs) == self.total and len(failed) == expected_failures and all(j.task == tasks.IMPORT for j in failed)
+            len(jobs) == self.total
+            and len(failed) == expected_failures
+            and all(j.task == tasks.IMPORT for j in failed)
+            and orders_ok
         )
         if not ok:
             self.console.print(f"[red]unexpected outcome: {len(jobs)} of {self.total} jobs found, "
@@ -290,6 +303,9 @@ class _Demo:
         registered = self.app.workers()
         self.console.print(f"  {len(registered)} worker processes registered themselves and stopped; "
                            f"follow a live system with [cyan]conveyor watch[/cyan]")  # fmt: skip
+        if len(registered) > PROCESSES:
+            self.console.print(f"  [red]{len(registered) - PROCESSES} of them replaced worker processes that exited "
+                               "early[/red] (the supervisor restarts them): see the worker log (--keep)")  # fmt: skip
 
 
 def jobs_note(count: int) -> str | None:
@@ -297,8 +313,8 @@ def jobs_note(count: int) -> str | None:
     if count >= MINIMUM:
         return None
     return (f"--jobs {count} is below the demo's minimum of {MINIMUM} ({SPECIALS} jobs that show reports, "
-            f"retries, failures, priorities and delays, and {MIN_BULK} plain ones for the high-priority jobs to "
-            f"overtake): running {MINIMUM} jobs")  # fmt: skip
+            f"retries, failures, priorities, delays and pipelines, and {MIN_BULK} plain ones for the high-priority "
+            f"jobs to overtake): running {MINIMUM} jobs")  # fmt: skip
 
 
 LATE = 0.1  #: seconds past its due time after which a delayed job's start is explained
@@ -318,6 +334,13 @@ def delay_line(count: int, waits: list[float]) -> str:
     return line
 
 
+def _kind(job: Job) -> str:
+    """What the summary's table groups a job under: its task, or its pipeline's name."""
+    if job.pipeline is not None:
+        return f"{job.pipeline.get('name') or 'unnamed'} (pipeline)"
+    return job.task
+
+
 def _short(task: str) -> str:
     return task.rsplit(".", 1)[-1]
 
@@ -333,7 +356,7 @@ def _process(worker_id: str | None) -> str:
 
 def _row(group: list[Job]) -> list[str]:
     """jobs, succeeded, retried, failed, runs, avg time."""
-    times = [j.elapsed for j in group if j.elapsed is not None]
+    times = [j.elapsed for j in group if j.elapsed is not None and not j.is_pipeline]  # a pipeline's: its last stage
     average = f"{1000 * sum(times) / len(times):.0f} ms" if times else "-"
     return [
         str(len(group)),
@@ -355,6 +378,7 @@ def _status_line(snapshot: _Snapshot) -> Text:
         ("queued", counts.get(Status.QUEUED, 0), "white"),
         ("scheduled", counts.get(Status.SCHEDULED, 0), "magenta"),
         ("running", counts.get(Status.RUNNING, 0), "cyan"),
+        ("waiting", counts.get(Status.WAITING, 0), "yellow"),
         ("succeeded", counts.get(Status.SUCCEEDED, 0), "green"),
         ("failed", counts.get(Status.FAILED, 0), "red"),
     ]

@@ -4,17 +4,21 @@ Worker processes import this module as ``conveyor.demo_tasks:app``; the app
 reads its store from $CONVEYOR_URL (the demo passes a temporary SQLite file).
 Each task shows one behaviour: plain work, progress reports, a retry that
 mends a transient failure, a failure that no retry mends, a high-priority
-job and a delayed one.
+job and a delayed one; and ``order``, a pipeline (docs/pipelines.md) whose
+stages pass results on and wait for a payment message and on a timer.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from typing import Any
 
 from .app import App
 from .context import current_job
 from .job import Priority
+from .refs import Ref
+from .stages import Message, Timer
 
 app = App(lease=10.0)
 
@@ -25,6 +29,7 @@ FETCH = "conveyor.demo_tasks.fetch_rates"
 IMPORT = "conveyor.demo_tasks.import_csv"
 CHARGE = "conveyor.demo_tasks.charge_card"
 REMIND = "conveyor.demo_tasks.send_reminder"
+RECEIPT = "conveyor.demo_tasks.email_receipt"
 
 REPORT_STEPS = ("loading rows", "joining tables", "aggregating", "rendering charts", "writing PDF")
 
@@ -78,3 +83,48 @@ def charge_card(order_id: int, cents: int) -> str:
 def send_reminder(user: str) -> str:
     """Enqueued with a delay: it is scheduled, and runs only once it falls due."""
     return f"reminded {user}"
+
+
+# an order: a pipeline (docs/pipelines.md) -----------------------------------------------------------
+PRICE = 12  #: per item, in EUR
+SHOP = "shop-42"  #: the orders' owner, notified when one finishes
+
+
+@app.task
+def reserve_stock(order_id: str, items: list[str]) -> dict[str, Any]:
+    """Stage 0: hold the stock; say what the payment must cover."""
+    time.sleep(0.1)
+    return {"hold": f"H-{order_id}", "amount": PRICE * len(items)}
+
+
+@app.task
+def ship_order(order_id: str, hold: str, paid: int) -> dict[str, Any]:
+    """Stage 2: ship, with the hold from stage 0 and the amount from the payment (stage 1)."""
+    time.sleep(0.1)
+    return {"tracking": f"TRK-{order_id}", "from": hold, "paid": paid}
+
+
+@app.task
+def confirm_delivery(order_id: str, tracking: str) -> str:
+    """Stage 4, after the timer: the parcel arrived."""
+    return f"{order_id} delivered ({tracking})"
+
+
+@app.task
+def email_receipt(order_id: str, paid: int) -> str:
+    """Chained (``then``): started when an order succeeds, in the same transaction."""
+    return f"receipt for {order_id}: {paid} EUR"
+
+
+order = app.pipeline(
+    reserve_stock.s(order_id=Ref.kws("order_id"), items=Ref.kws("items")),
+    Message("payment"),  # the job is WAITING, holding no worker, until the payment comes
+    ship_order.s(order_id=Ref.kws("order_id"), hold=Ref.stage(0)["hold"], paid=Ref.stage(1)["amount"]),
+    Timer(1),  # a second in transit: WAITING again; the leader releases it
+    confirm_delivery.s(order_id=Ref.kws("order_id"), tracking=Ref.stage(2)["tracking"]),
+    name="order",
+    owner=SHOP,
+    notify=True,
+    priority=Priority.HIGH,  # its stages jump the bulk's queue
+    then=email_receipt.s(order_id=Ref.kws("order_id"), paid=Ref.stage(1)["amount"]),
+)

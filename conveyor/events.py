@@ -37,6 +37,10 @@ class EventKind(enum.StrEnum):
     RESCUED = "rescued"  #: its worker died; queued again by the leader
     DISCARDED = "discarded"  #: deleted at the end of its run
     REQUEUED = "requeued"  #: a finished job queued again by a user (data: reset)
+    # pipelines (docs/pipelines.md)
+    STAGE_DONE = "stage_done"  #: a stage ended, the job moved on (data: stage, next, skipped, waiting)
+    RESUMED = "resumed"  #: a WAITING job was queued again (data: stage, by: message, timer or deadline)
+    MESSAGE_RECEIVED = "message_received"  #: a message was stored for the job (data: name, message_id)
     # operations (no job)
     QUEUE_PAUSED = "queue_paused"
     QUEUE_RESUMED = "queue_resumed"
@@ -58,6 +62,7 @@ OUTCOME_EVENTS: dict[OutcomeKind, EventKind] = {
     OutcomeKind.RELEASED: EventKind.HANDED_BACK,
     OutcomeKind.RESCUED: EventKind.RESCUED,
     OutcomeKind.DISCARDED: EventKind.DISCARDED,
+    OutcomeKind.ADVANCED: EventKind.STAGE_DONE,
 }
 
 _CUSTOM_KIND = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
@@ -129,6 +134,16 @@ def outcome_event(outcome: Outcome) -> tuple[EventKind, str]:
         data["exit_code"] = int(outcome.exit_code)
     if outcome.retry_at is not None:
         data["retry_at"] = outcome.retry_at
+    record = outcome.record
+    if record is not None:
+        if record.done is not None:
+            data["stage"] = record.done
+        if record.next is not None:
+            data["next"] = record.next.stage
+            if record.next.waiting:
+                data["waiting"] = "timer" if record.next.waiting_for is None else "message"
+        if record.skipped:
+            data["skipped"] = list(record.skipped)
     return kind, encode_data(data)
 
 

@@ -3,7 +3,10 @@
 A job is an ordered list of stages with a current stage and one result per
 finished stage (DESIGN.md, principle 8). A plain task job is the one-stage
 case: its single stage is the call ``task(*args, **kwargs)`` and its result is
-that stage's result. ``stages`` is left ``None`` for that case.
+that stage's result. ``stages`` is left ``None`` for that case. A pipeline job
+(``conveyor.stages``) holds its frozen stage list in ``stages`` and its settings
+in ``pipeline``; its row's task, arguments, queue and time-out are those of the
+stage it is at (DESIGN.md, rule 2).
 """
 
 from __future__ import annotations
@@ -103,6 +106,19 @@ class Job(msgspec.Struct, kw_only=True, gc=False):  # no cycles: the collector n
     stage: int = 0  #: index of the current stage
     stages: list[dict[str, Any]] | None = None  #: explicit stages; None for a plain one-stage job
     results: list[Any] = msgspec.field(default_factory=list)  #: one result per finished stage
+    owner: str | None = None  #: the user the job belongs to (notifications; the HTTP API's permissions)
+    notify: bool = False  #: finishing or failing creates a notification for ``owner``
+    pipeline: dict[str, Any] | None = None  #: a pipeline's settings (kws, restart, timeout, then); None for a plain job
+    deadline: float | None = None  #: a pipeline's whole time budget ends here (restarts on each requeue)
+    wait_until: float | None = None  #: a WAITING job's timer (or message time-out) ends here
+    waiting_for: str | None = None  #: a job WAITING on a message: its name ('' for any unnamed message)
+    inbox: dict[str, Any] | None = None  #: the message delivered to the current Message stage: {"id", "payload"}
+    stage_log: list[dict[str, Any]] = msgspec.field(default_factory=list)  #: per stage: status, times, attempts
+
+    @property
+    def is_pipeline(self) -> bool:
+        """True for a job of explicit stages (``app.pipeline``); False for a plain task job."""
+        return self.stages is not None
 
     @property
     def elapsed(self) -> float | None:
@@ -163,3 +179,13 @@ class NewJob(msgspec.Struct, kw_only=True, gc=False):  # no cycles: the collecto
     key: str | None = None
     result_ttl: float | None = None
     stages: list[dict[str, Any]] | None = None
+    owner: str | None = None
+    notify: bool = False
+    pipeline: dict[str, Any] | None = None
+    deadline: float | None = None
+    status: Status = Status.QUEUED  #: WAITING for a pipeline whose first stage waits (a timer, a message)
+    wait_until: float | None = None
+    waiting_for: str | None = None
+    stage: int = 0  #: a pipeline whose first stages are skipped (false conditions) starts further on
+    results: list[Any] = msgspec.field(default_factory=list)  #: ... with None for each skipped stage
+    stage_log: list[dict[str, Any]] = msgspec.field(default_factory=list)

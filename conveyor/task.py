@@ -18,6 +18,8 @@ from .job import NewJob, Priority
 if TYPE_CHECKING:
     from .app import App
     from .handle import JobHandle
+    from .refs import Cond, Ref
+    from .stages import Step
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -100,7 +102,7 @@ class Task(Generic[P, R]):
 
     def options(self, **call_options: Any) -> BoundTask[P, R]:
         """This task with per-call options: delay, eta, priority, queue, key, max_retries, timeout, id,
-        connection."""
+        connection, owner, notify."""
         return BoundTask(self, CallOptions(**call_options))
 
 
@@ -118,6 +120,8 @@ class CallOptions(msgspec.Struct, kw_only=True, frozen=True, gc=False):  # no cy
     #: the caller's open database connection (psycopg for PostgreSQL, sqlite3 for SQLite): the job
     #: is written in its transaction and exists only if that commits (transactional enqueue)
     connection: Any = None
+    owner: str | None = None  #: the user the job belongs to
+    notify: bool = False  #: finishing or failing creates a notification for ``owner``
 
 
 class BoundTask(Generic[P, R]):
@@ -147,9 +151,21 @@ class Signature:
         self.options = options
         self.call = call
 
+    def __repr__(self) -> str:
+        return f"<Signature {self.task}>"
+
     def delay(self) -> JobHandle:
         """Enqueue this call."""
         return self.app.enqueue_many([self])[0]
+
+    def when(self, condition: Cond | Ref) -> Step:
+        """This call as a pipeline stage that runs only when ``condition`` holds (a Ref: when its
+        value is truthy; or a comparison, ``Ref.stage(1)["score"] > 0.5``); else it is skipped
+        with None as its result."""
+        from .refs import as_cond
+        from .stages import Step
+
+        return Step(self, as_cond(condition))
 
     def to_new_job(self, now: float) -> NewJob:
         """Validate everything and build the record to store; raises before anything is written."""
@@ -172,6 +188,8 @@ class Signature:
             timeout=timeout,
             key=_key(call.key),
             result_ttl=options.result_ttl,
+            owner=_owner(call.owner),
+            notify=_notify(call.notify, call.owner),
         )
 
 
@@ -186,6 +204,20 @@ def _job_id(given: str | None) -> str:
 def _key(given: str | None) -> str | None:
     if given is not None and (not isinstance(given, str) or not given):
         raise ValueError(f"key must be a non-empty string, got {given!r}")
+    return given
+
+
+def _owner(given: str | None) -> str | None:
+    if given is not None and (not isinstance(given, str) or not given or len(given) > 255):
+        raise ValueError(f"owner must be a non-empty string of at most 255 characters, got {given!r}")
+    return given
+
+
+def _notify(given: bool, owner: str | None) -> bool:
+    if not isinstance(given, bool):
+        raise ValueError(f"notify must be True or False, got {given!r}")
+    if given and owner is None:
+        raise ValueError("notify=True needs an owner= to notify")
     return given
 
 

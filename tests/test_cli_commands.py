@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from click.testing import Result
+from cli_output import one_line_error
 
 from conveyor import App, Priority, Status
 from conveyor.logs import JsonFormatter, parse_level
@@ -36,16 +36,6 @@ def user_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     return name
-
-
-def one_line_error(result: Result, code: int, *phrases: str) -> None:
-    """The error contract: exit ``code``, one line on stderr naming the problem, no traceback."""
-    assert result.exit_code == code, result.output
-    errors = [line for line in result.stderr.splitlines() if not line.startswith("store: ")]
-    assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
-    for phrase in phrases:
-        assert phrase in errors[0], errors[0]
-    assert "Traceback" not in result.output
 
 
 # --app: the task's own options ---------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import waiting
+from cli_output import one_line_error
 from click.testing import CliRunner, Result
 
 from conveyor import App
@@ -114,14 +115,6 @@ def json_lines(result: Result) -> list[dict[str, Any]]:
     """What a ``--json`` listing of events printed: one JSON object per line."""
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in result.stdout.splitlines()]
-
-
-def one_line_error(result: Result, code: int, phrase: str) -> None:
-    """Exit ``code``, one ``error:`` line on stderr (after the store header) naming ``phrase``."""
-    assert result.exit_code == code, result.output
-    errors = [line for line in result.stderr.splitlines() if not line.startswith("store: ")]
-    assert len(errors) == 1 and errors[0].startswith("error: ") and phrase in errors[0], result.stderr
-    assert "Traceback" not in result.output
 
 
 # queues, pause and resume ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from conveyor import App, Priority, load_app
 from conveyor.app import DEFAULT_URL, choose_url
 from conveyor.backends import describe_url
 from conveyor.codec import ArgumentError
-from conveyor.demo import MINIMUM, delay_line, jobs_note
+from conveyor.demo import MINIMUM, PROCESSES, delay_line, jobs_note
 
 # enqueue by name ---------------------------------------------------------------------------
 
@@ -304,9 +305,31 @@ def test_conveyor_demo_with_too_few_jobs_says_so_and_runs_the_minimum(tmp_path: 
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"--jobs 5 is below the demo's minimum of {MINIMUM}" in done.stdout
-    assert f"{MINIMUM} jobs in " in done.stdout
+    out = done.stdout
+    assert f"--jobs 5 is below the demo's minimum of {MINIMUM}" in out
+    assert f"{MINIMUM} jobs in " in out
     assert not list(tmp_path.iterdir())  # the demo's store is a temporary file, not one here
+    assert f" {PROCESSES} worker processes registered themselves and stopped" in out  # none crashed and restarted
+    # the order pipeline: every stage's result, from the record
+    assert re.search(r"order \(pipeline\)\W+2\W+2\W+0\W+0\W", out)  # 2 jobs, 2 succeeded, none retried or failed
+    assert re.search(
+        r"pipeline: order A17 \(job [0-9a-f]{8} of pipeline 'order', owner shop-42\) succeeded after 5 of 5", out
+    )
+    assert "  0 reserve_stock      {'hold': 'H-A17', 'amount': 24}\n" in out
+    message = re.search(
+        r"  1 Message\('payment'\) \{'amount': 24\}  \(waited (\d+\.\d+) s .*until the message came\)", out
+    )
+    assert message and float(message[1]) >= 0.9, out  # the demo pays after 1 s of waiting
+    assert "  2 ship_order         {'tracking': 'TRK-A17', 'from': 'H-A17', 'paid': 24}\n" in out
+    timer = re.search(r"  3 Timer\(1\)           None  \(waited (\d+\.\d+) s .*until the leader released it\)", out)
+    assert timer and float(timer[1]) >= 0.95, out
+    assert "  4 confirm_delivery   'A17 delivered (TRK-A17)'\n" in out
+    # the mailbox: resumed, a duplicate, a message sent early; the chained receipts; the owner's notifications
+    assert "sent once A17 was WAITING for it: RESUMED; the same message id again: DUPLICATE, nothing changed" in out
+    assert "sent before B42 got to the wait: STORED in its mailbox" in out
+    assert "2 email_receipt jobs, each started by an order's success:" in out and "'receipt for A17: 24 EUR'" in out
+    assert re.search(r"notify: 2 unread for shop-42 .*order A17 succeeded \(exit code 0, 5 results\)", out)
+    assert "conveyor job " in out and "docs/pipelines.md" in out
 
 
 @pytest.mark.parametrize("processes", ["0", "1"], ids=["standalone", "supervised"])

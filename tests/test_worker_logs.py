@@ -184,3 +184,12 @@ def test_a_time_out_gets_its_line_too(app: App, start_worker, caplog: pytest.Log
         release.set()
     assert record.levelno == logging.ERROR and record.status == "failed"  # type: ignore[attr-defined]
     assert "TimeoutError" in record.getMessage() and record.duration >= 0.2  # type: ignore[attr-defined]
+
+
+def test_every_kind_of_outcome_has_a_level_and_words() -> None:
+    """A kind missing here once made log_outcome raise, and a worker stop itself, at every stage
+    of every pipeline (ADVANCED): every kind is named, so a new one cannot slip by."""
+    from conveyor.outcome import OutcomeKind
+    from conveyor.worker.joblog import _SAID, LEVELS
+
+    assert set(LEVELS) == set(OutcomeKind) == set(_SAID)

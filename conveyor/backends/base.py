@@ -31,8 +31,9 @@ import msgspec
 
 from ..events import Event, EventQuery
 from ..job import Job, NewJob, Status
+from ..messages import Delivery, NewMessage, Notification, StoredMessage
 from ..operations import Switches, SwitchScope, WorkerInfo, WorkerState
-from ..outcome import Outcome, OutcomeKind, Report
+from ..outcome import NextStage, Outcome, OutcomeKind, Report
 
 __all__ = [
     "Admin",
@@ -42,10 +43,12 @@ __all__ = [
     "JobQuery",
     "JobStore",
     "Locks",
+    "Notifications",
     "Outcome",
     "OutcomeKind",
     "Registry",
     "Report",
+    "Waits",
 ]
 
 
@@ -119,7 +122,16 @@ class JobStore(Protocol):
 
     def finish(self, job_id: str, token: str, outcome: Outcome, now: float) -> bool:
         """Write how a run ended; False (and nothing written) if the run is no longer current
-        (or, with ``outcome.lease_before``, if its lease did not run out before that time)."""
+        (or, with ``outcome.lease_before``, if its lease did not run out before that time).
+
+        Pipelines (``outcome.record``, decided by conveyor.pipeline), all in the same transaction:
+        ADVANCED and a RETRY with ``record.next`` write the next stage's columns (NextStage), the
+        stage, results and stage_log; one whose next stage waits on a message takes the oldest
+        unconsumed message of that name from the mailbox, if any, and is queued at once with it
+        as ``inbox`` (a ``resumed`` event). SUCCEEDED and FAILED write the record's stage, results
+        and stage_log. ``outcome.then`` is enqueued (as ``enqueue`` would) and ``outcome.notice``
+        stored, only if the outcome was written. An ADVANCED with no next stage (never decided by
+        conveyor.pipeline) is written as a hand-back (RELEASED), with its ``stage_done`` event."""
         ...
 
     def finish_many(self, reports: Sequence[Report], now: float) -> list[bool]:
@@ -156,9 +168,59 @@ class JobStore(Protocol):
         """Cancel a job that has not finished; return it (unchanged if already finished)."""
         ...
 
-    def requeue(self, job_id: str, now: float, reset: bool = False) -> Job | None:
+    def requeue(self, job_id: str, now: float, reset: bool = False, first: NextStage | None = None) -> Job | None:
         """Queue a failed or cancelled job again, due now; ``reset`` also zeroes its counters,
-        result and error. Raises InvalidTransition if another unfinished job holds its key."""
+        result and error. Raises InvalidTransition if another unfinished job holds its key.
+
+        ``first`` (with ``reset``; a pipeline's stage 0, from conveyor.pipeline): a finished job
+        of any terminal status, succeeded included, starts over at that stage, its current-stage
+        columns written from it (queued, or WAITING for a first stage that waits), results,
+        stage_log and inbox cleared, and its mailbox emptied (a fresh start: a message id sent
+        before may be sent again)."""
+        ...
+
+
+class Waits(Protocol):
+    """Jobs WAITING at a Timer or Message stage: the mailbox, and the release of ended waits.
+    A waiting job holds no lease, no token and no worker; it is queued again (at the same
+    stage) when its wait ends, and the worker that claims it decides what comes next."""
+
+    def send_message(self, job_id: str, message: NewMessage, now: float) -> Delivery:
+        """Store ``message`` in the job's mailbox, in one transaction: DUPLICATE (nothing changed)
+        if the job already has a message of that id; NOT_FOUND / FINISHED (nothing stored) for
+        no such job / a finished one; else store it and, if the job is WAITING with
+        ``waiting_for`` equal to the message's name, consume it and queue the job due now with
+        ``inbox`` = {"id", "payload"} (RESUMED, a ``resumed`` event), otherwise STORED. Each
+        stored message gets a ``message_received`` event."""
+        ...
+
+    def messages(self, job_id: str) -> list[StoredMessage]:
+        """The job's mailbox, oldest first: messages waiting, and those consumed (with the stage)."""
+        ...
+
+    def release_waits(self, now: float, limit: int) -> int:
+        """Queue again, due now, at the same stage, up to ``limit`` WAITING jobs whose
+        ``wait_until`` or ``deadline`` is at or before ``now`` (a timer ended, a message's
+        time-out or the pipeline's budget ran out), each with a ``resumed`` event; returns how
+        many. The worker that claims one decides what it does next (conveyor.pipeline)."""
+        ...
+
+
+class Notifications(Protocol):
+    """Notifications for jobs' owners, written by the outcome that finishes a job (``notice``)."""
+
+    def notifications(self, owner: str | None, unread: bool, limit: int) -> list[Notification]:
+        """The newest ``limit`` notifications, of ``owner`` (None: everyone's), only unread ones if
+        ``unread``."""
+        ...
+
+    def mark_read(self, owner: str, ids: Sequence[int] | None) -> int:
+        """Mark ``owner``'s notifications read: these ids (others' ids are ignored), or all
+        (None). Returns how many changed."""
+        ...
+
+    def prune_notifications(self, before: float) -> int:
+        """Delete notifications written before ``before``; returns how many."""
         ...
 
 
@@ -277,14 +339,14 @@ class Admin(Protocol):
 
     def prune(self, now: float, finished_before: float | None = None) -> int:
         """Delete finished jobs past their expiry (or, if given, all finished before that time),
-        and their events, in one transaction; returns how many jobs."""
+        and their events and messages, in one transaction; returns how many jobs."""
         ...
 
     def destroy_all(self) -> None:
-        """Delete every job, event, lock, switch and worker row (a test hook)."""
+        """Delete every job, event, lock, switch, worker, message and notification row (a test hook)."""
         ...
 
 
-class Backend(JobStore, EventLog, Control, Registry, Locks, Admin, Protocol):
+class Backend(JobStore, Waits, Notifications, EventLog, Control, Registry, Locks, Admin, Protocol):
     """A whole store: every concern. Implementations: sqlite.SQLiteBackend,
     postgres.PostgresBackend."""

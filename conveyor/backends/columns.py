@@ -5,7 +5,9 @@ A SQL file names a column list by placeholder, expanded when the file is loaded
 (``expand``): ``{job_columns}`` is every column of a whole job in ``row_to_job``'s order
 (JSON columns read back as text where the dialect needs it), ``{job_columns:j}`` the same
 qualified by table alias ``j``, ``{insert_columns}`` the columns an enqueue writes and
-``{insert_values}`` one positional ``?`` for each of them (sqlite3's style; ``insert_row``'s tuple).
+``{insert_values}`` one positional ``?`` for each of them (sqlite3's style; ``insert_row``'s tuple),
+``{insert_params}`` one named ``%(column)s`` for each (psycopg's style, JSON ones cast to json;
+``insert_params``' dict).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Literal, NamedTuple
 from .. import codec
 from ..job import Job, JobError, NewJob, Status
 
-Kind = Literal["text", "int", "real", "json"]
+Kind = Literal["text", "int", "real", "json", "bool"]
 
 
 class Column(NamedTuple):
@@ -37,7 +39,7 @@ JOB_COLUMNS: tuple[Column, ...] = (
     Column("priority", "int", True),
     Column("args", "json", True),
     Column("kwargs", "json", True),
-    Column("status", "text"),
+    Column("status", "text", True),
     Column("created_at", "real", True),
     Column("scheduled_at", "real", True),
     Column("started_at", "real"),
@@ -58,10 +60,21 @@ JOB_COLUMNS: tuple[Column, ...] = (
     Column("key", "text", True),
     Column("result_ttl", "real", True),
     Column("expires_at", "real"),
-    Column("stage", "int"),
+    Column("stage", "int", True),
     Column("stages", "json", True),
-    Column("results", "json"),
+    Column("results", "json", True),
+    Column("owner", "text", True),
+    Column("notify", "bool", True),
+    Column("pipeline", "json", True),
+    Column("deadline", "real", True),
+    Column("wait_until", "real", True),
+    Column("waiting_for", "text", True),
+    Column("inbox", "json"),
+    Column("stage_log", "json", True),
 )
+
+#: JSON columns where None is SQL NULL (not JSON null): a plain job has no stages nor pipeline.
+NULLABLE_JSON = frozenset({"stages", "pipeline", "inbox"})
 
 #: The columns an enqueue writes, in ``insert_row``'s order.
 INSERT_COLUMNS: tuple[Column, ...] = tuple(c for c in JOB_COLUMNS if c.inserted)
@@ -75,7 +88,7 @@ def select_list(json_as_text: bool, alias: str = "") -> str:
     )
 
 
-_PLACEHOLDER = re.compile(r"\{(job_columns|insert_columns|insert_values)(?::(\w+))?\}")
+_PLACEHOLDER = re.compile(r"\{(job_columns|insert_columns|insert_values|insert_params)(?::(\w+))?\}")
 
 
 def expand(sql: str, json_as_text: bool) -> str:
@@ -86,6 +99,8 @@ def expand(sql: str, json_as_text: bool) -> str:
             return ", ".join(c.name for c in INSERT_COLUMNS)
         if match[1] == "insert_values":
             return ", ".join("?" for _ in INSERT_COLUMNS)
+        if match[1] == "insert_params":
+            return ", ".join(f"%({c.name})s::json" if c.kind == "json" else f"%({c.name})s" for c in INSERT_COLUMNS)
         return select_list(json_as_text, match[2] or "")
 
     return _PLACEHOLDER.sub(one, sql)
@@ -117,6 +132,8 @@ def _row_reader() -> Callable[[Sequence[Any]], Job]:
             value = f"error(loads({value}))"
         elif column.kind == "json":
             value = f"loads({value})"
+        elif column.kind == "bool":
+            value = f"bool({value})"
         elif column.kind == "real":  # SQLite's RETURNING skips the column's REAL affinity: 99.0 comes back 99
             value = f"({value} if {value}.__class__ is not int else float({value}))"
         fields.append(f"{column.name}={value}")
@@ -143,7 +160,9 @@ def _row_writer() -> Callable[[NewJob, float], tuple[Any, ...]]:
     values = []
     for column in INSERT_COLUMNS:
         value = "now" if column.name == "created_at" else f"new.{column.name}"
-        if column.name == "stages":  # no stages: SQL NULL, not JSON null
+        if column.name == "status":
+            value = f"{value}.value"
+        elif column.name in NULLABLE_JSON:  # None: SQL NULL, not JSON null
             value = f"(None if {value} is None else dumps({value}))"
         elif column.kind == "json":
             value = f"dumps({value})"
@@ -156,8 +175,8 @@ def _row_writer() -> Callable[[NewJob, float], tuple[Any, ...]]:
 def _record_maker() -> Callable[[NewJob, float], Job]:
     """``new_job_record``, written out once at import, as ``insert_row``."""
     fields = [f"{c.name}=new.{c.name}" for c in INSERT_COLUMNS if c.name != "created_at"]
-    source = f"def new_job_record(new, now):\n    return Job({', '.join(fields)}, status=queued, created_at=now)\n"
-    maker: Callable[[NewJob, float], Job] = _compiled("new_job_record", source, {"Job": Job, "queued": Status.QUEUED})
+    source = f"def new_job_record(new, now):\n    return Job({', '.join(fields)}, created_at=now)\n"
+    maker: Callable[[NewJob, float], Job] = _compiled("new_job_record", source, {"Job": Job})
     return maker
 
 

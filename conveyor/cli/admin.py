@@ -10,7 +10,7 @@ from ..backends import open_backend
 from ..job import Status
 from .common import app_option, console, json_option, open_app, parse_duration, print_json, url_option
 
-#: States no job can reach yet (pipelines are not built): no column for them unless a job is in one.
+#: States only a pipeline's jobs reach (a Timer or Message stage): no column unless a job is in one.
 NOT_YET = (Status.WAITING,)
 
 
@@ -59,7 +59,7 @@ def migrate(app_path: str | None, url: str | None) -> None:
         applied = backend.setup(migrate=True)
     finally:
         backend.close()
-    console.print(f"applied {', '.join(applied)}" if applied else "schema is up to date")
+    console.print(f"applied {', '.join(applied)}" if applied else "schema is up to date", soft_wrap=True)
 
 
 COMMANDS = [stats, prune, migrate]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -75,6 +76,15 @@ def resolve_url(url: str | None, app_path: str | None) -> tuple[str, str]:
 def when(ts: float | None) -> str:
     """A time in the local zone, with the zone: '2026-11-30 06:21:04 UTC'."""
     return "" if ts is None else datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def stamp(ts: float, now: float | None = None) -> str:
+    """A moment in local time, short: '14:03:07.412' today (as of ``now``), '2026-11-29 14:03:07'
+    on another day. For event times and a stage's times."""
+    moment = datetime.fromtimestamp(ts)
+    if moment.date() == datetime.fromtimestamp(time.time() if now is None else now).date():
+        return moment.strftime("%H:%M:%S.%f")[:-3]
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def seconds(value: float | None) -> str:

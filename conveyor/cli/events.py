@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 from typing import Any
 
 import click
@@ -20,7 +19,7 @@ from .. import codec
 from ..app import App
 from ..errors import JobNotFound
 from ..events import Event, EventKind
-from .common import app_option, console, json_option, open_app, url_option
+from .common import app_option, console, json_option, open_app, stamp, url_option
 from .jobs import find_job
 
 PAGE = 1000  #: events read per query
@@ -36,14 +35,6 @@ FINISHED = frozenset({EventKind.SUCCEEDED, EventKind.FAILED, EventKind.TIMED_OUT
 _COLOURS: dict[str, str] = {EventKind.SUCCEEDED: "green", EventKind.FAILED: "red", EventKind.TIMED_OUT: "red",
             EventKind.STARTED: "cyan", EventKind.CANCELLED: "yellow", EventKind.RETRY_SCHEDULED: "yellow",
             EventKind.WORKER_DEAD: "red"}  # fmt: skip
-
-
-def stamp(ts: float, now: float | None = None) -> str:
-    """When an event happened, local time: '14:03:07.412' today, '2026-11-29 14:03:07' before."""
-    moment = datetime.fromtimestamp(ts)
-    if moment.date() == datetime.fromtimestamp(time.time() if now is None else now).date():
-        return moment.strftime("%H:%M:%S.%f")[:-3]
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def event_line(event: Event) -> str:

@@ -7,7 +7,9 @@ import time
 from typing import Any
 
 import click
+import msgspec
 from rich import box
+from rich.markup import escape
 from rich.table import Column, Table
 
 from .. import codec
@@ -15,6 +17,7 @@ from ..app import App
 from ..backends.base import JobQuery
 from ..errors import ConveyorError, JobNotFound
 from ..job import Job, Status
+from ..stage_view import stage_views
 from .common import (
     age,
     app_option,
@@ -31,12 +34,19 @@ from .common import (
     url_option,
     when,
 )
+from .stage_table import mailbox_table, settings_rows, stages_table
 
 #: Fields a person does not need to read a job: the run's fencing token and lease (``--raw`` shows them).
 INTERNAL = ("token", "lease_expires_at")
 #: Fields left out of the table for a person: a plain one-stage job's stage fields say nothing, and
 #: the progress bar under the table shows the progress.
 QUIET_FIELDS = ("stage", "stages", "results", "progress", "progress_message")
+#: A pipeline's fields that only a pipeline job has (a plain job's table leaves them out).
+PIPELINE_FIELDS = ("pipeline", "deadline", "wait_until", "waiting_for", "inbox", "stage_log")
+#: A pipeline's fields the stages table, the settings rows and the mailbox show better.
+STAGED_FIELDS = ("stage", "stages", "results", "stage_log", "pipeline", "wait_until", "waiting_for", "inbox")
+#: Times among the fields not named ``*_at``.
+TIME_FIELDS = ("deadline", "wait_until")
 AMBIGUOUS_SHOWN = 5
 
 
@@ -159,20 +169,47 @@ def jobs_table(found: list[Job], wide: bool) -> Table:
 def job(job_id: str, raw: bool, as_json: bool, app_path: str | None, url: str | None) -> None:
     """Show one job.
 
-    JOB_ID may be a unique prefix of the id. Internals (the run's token, its lease) only with --raw."""
+    JOB_ID may be a unique prefix of the id. Internals (the run's token, its lease) only with --raw.
+    A pipeline job also shows its stages (the current one marked ▶: what it waits for, each
+    stage's result, times and runs), its settings, and its mailbox of messages."""
     app = open_app(url, app_path, read_only=True)
     record = find_job(app, job_id)
+    mailbox = app.messages(record.id)
+    views = stage_views(record) if record.is_pipeline else []
     if as_json:
-        print_json(public(record, raw))
+        data = public(record, raw)
+        if record.is_pipeline:
+            data["stage_view"] = [view.to_dict() for view in views]
+        if mailbox or record.is_pipeline:
+            data["mailbox"] = msgspec.to_builtins(mailbox)
+        print_json(data)
         return
     table = Table("field", "value", show_header=False)
     for name, value in public(record, raw).items():
-        if not raw and name in QUIET_FIELDS and (record.stages is None or name.startswith("progress")):
+        if not raw and _quiet(record, name):
             continue
         table.add_row(name, _shown(name, value, raw))
+    if record.is_pipeline and not raw:
+        for name, text in settings_rows(record):
+            table.add_row(name, escape(text))
     console.print(table)
+    if record.is_pipeline:
+        console.print(stages_table(views, console.width))
+    if mailbox:
+        console.print(mailbox_table(mailbox))
     bar = "█" * int(record.progress // 5) + "░" * (20 - int(record.progress // 5))
     console.print(f"progress {bar} {record.progress:.0f}% {record.progress_message}")
+
+
+def _quiet(record: Job, name: str) -> bool:
+    """Whether a person's table leaves field ``name`` out (``--raw`` shows every field)."""
+    if name.startswith("progress"):
+        return True  # the bar under the table shows it
+    if record.is_pipeline:
+        return name in STAGED_FIELDS
+    if name in ("owner", "notify"):
+        return record.owner is None and not record.notify
+    return name in QUIET_FIELDS or name in PIPELINE_FIELDS
 
 
 def _shown(name: str, value: Any, raw: bool) -> str:
@@ -181,7 +218,7 @@ def _shown(name: str, value: Any, raw: bool) -> str:
         return ""
     if raw:
         return value if isinstance(value, str) else codec.dumps(value)
-    if name.endswith("_at"):
+    if name.endswith("_at") or name in TIME_FIELDS:
         return when(value)
     if name == "priority":
         return priority_name(value)

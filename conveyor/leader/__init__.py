@@ -2,8 +2,9 @@
 
 Every worker runs a ``Leader`` on a thread of its own, off the heartbeat, so slow maintenance
 never delays lease renewal; only the lock's holder does the duties. One duty per module, each on
-its own timer: ``rescue`` (runs nobody is finishing), ``prune`` (expired results, old events),
-``workers`` (the registry: silent workers marked dead, old rows pruned). A worker started with
+its own timer: ``rescue`` (runs nobody is finishing), ``waits`` (timers and message time-outs
+that ended), ``prune`` (expired results, old events and notifications), ``workers`` (the
+registry: silent workers marked dead, old rows pruned). A worker started with
 ``leader=False`` (``--no-leader``) runs no Leader at all.
 """
 
@@ -18,6 +19,7 @@ from ..errors import StoreUnavailable
 from ..worker.options import renew_interval
 from .prune import prune
 from .rescue import rescue
+from .waits import release_waits
 from .workers import workers
 
 if TYPE_CHECKING:
@@ -30,6 +32,8 @@ log = logging.getLogger("conveyor.leader")
 LOCK = "leader"  #: the named lock whose holder does the duties
 PRUNE_EVERY = 60.0  #: seconds between prunes
 WORKERS_EVERY = 2.0  #: seconds between registry passes (dead workers are found within stale_after + this)
+MIN_PAUSE = 0.05  #: shortest pause between two passes of the leader
+WAITS_EVERY = 0.5  #: seconds between releases of ended waits: a Timer resumes within about this of its end
 
 
 class Duty:
@@ -63,6 +67,7 @@ class Leader:
         self.every = renew_interval(self.lease)  #: seconds between passes: well under the lock's ttl
         self.duties = [
             Duty("rescue", self.every, rescue, waits_after_outage=True),
+            Duty("waits", WAITS_EVERY, release_waits),
             Duty("prune", PRUNE_EVERY, prune),
             Duty("workers", WORKERS_EVERY, workers, waits_after_outage=True),  # cut-off workers beat first
         ]
@@ -74,14 +79,24 @@ class Leader:
         return f"<Leader {self.owner} {'leading' if self.is_leader else 'following'}>"
 
     def run(self, stopping: threading.Event) -> None:
-        """Pass every ``every`` seconds until ``stopping`` is set, then give the lock up so another
-        worker takes over at once. An unexpected error propagates (the worker stops on it)."""
+        """Pass every ``every`` seconds (the leader: as soon as a duty is due) until ``stopping``
+        is set, then give the lock up so another worker takes over at once. An unexpected error
+        propagates (the worker stops on it)."""
         try:
             while not stopping.is_set():
-                self.tick(self.app.clock())
-                stopping.wait(self.every)
+                now = self.app.clock()
+                self.tick(now)
+                stopping.wait(self.pause(now))
         finally:
             self.resign()
+
+    def pause(self, now: float) -> float:
+        """Seconds until the next pass: ``every`` for a follower; for the leader, until its next
+        duty is due (the waits duty every WAITS_EVERY), never longer than ``every``."""
+        if not self.is_leader:
+            return self.every
+        soonest = min(duty.next_at for duty in self.duties) - now
+        return max(MIN_PAUSE, min(self.every, soonest))
 
     def tick(self, now: float) -> None:
         """One pass: take or keep the lock; if held, run each duty that is due."""

@@ -1,5 +1,6 @@
-"""Leader duty: delete finished jobs past their result TTL (their events go with them) and events
-older than the app's ``event_ttl``, now and then: the log never grows without bound."""
+"""Leader duty: delete finished jobs past their result TTL (their events and messages go with
+them), events older than the app's ``event_ttl`` and notifications older than its
+``notification_ttl``, now and then: nothing grows without bound."""
 
 from __future__ import annotations
 
@@ -21,4 +22,7 @@ def prune(app: App, now: float) -> int:
     events = app.backend.prune_events(now - app.event_ttl)
     if events:
         log.info("pruned %d event(s) older than %.0f s", events, app.event_ttl)
+    notes = app.backend.prune_notifications(now - app.notification_ttl)
+    if notes:
+        log.info("pruned %d notification(s) older than %.0f s", notes, app.notification_ttl)
     return pruned

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from .. import pipeline
 from ..execution import timed_out
 from ..job import ExitCode, Job, JobError
 from ..outcome import Outcome, OutcomeKind, Report
@@ -72,7 +73,7 @@ def rescue(app: App, now: float) -> dict[OutcomeKind, int]:
         for job in jobs:
             outcome = decide(app, job, now)
             if outcome is not None and job.token is not None:
-                reports.append(Report(job.id, job.token, outcome))
+                reports.append(Report(job.id, job.token, pipeline.settle(job, outcome, now)))
         accepted = backend.finish_many(reports, now) if reports else []
         for report, ok in zip(reports, accepted, strict=True):
             if ok:

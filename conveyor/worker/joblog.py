@@ -23,6 +23,7 @@ LEVELS: dict[OutcomeKind, int] = {
     OutcomeKind.RESCUED: logging.WARNING,
     OutcomeKind.RETRY: logging.WARNING,
     OutcomeKind.FAILED: logging.ERROR,
+    OutcomeKind.ADVANCED: logging.INFO,
 }
 _SAID: dict[OutcomeKind, str] = {
     OutcomeKind.SUCCEEDED: "succeeded",
@@ -31,13 +32,14 @@ _SAID: dict[OutcomeKind, str] = {
     OutcomeKind.RESCUED: "was rescued",
     OutcomeKind.RETRY: "failed, retrying",
     OutcomeKind.FAILED: "failed",
+    OutcomeKind.ADVANCED: "finished its stage, moving on",
 }
 
 
 def log_outcome(job: Job, outcome: Outcome, duration: float, clock: Callable[[], float]) -> None:
     """Log the line for ``outcome`` of ``job``'s run, which took ``duration`` seconds (``clock``:
     the store's time source, for a retry's delay). Never raises: a log line must not lose an outcome."""
-    level = LEVELS[outcome.kind]
+    level = LEVELS.get(outcome.kind, logging.INFO)
     if not log.isEnabledFor(level):
         return
     try:
@@ -58,7 +60,7 @@ def _log(level: int, job: Job, outcome: Outcome, duration: float, now: float) ->
         "status": outcome.kind.value,
         "retry_in": retry_in,
     }
-    said = _SAID[outcome.kind]
+    said = _SAID.get(outcome.kind, outcome.kind.value)
     error = outcome.error
     why = f": {error.type}: {error.message}" if error is not None else ""
     if outcome.kind is OutcomeKind.RETRY:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .. import pipeline
 from ..backends import describe_url
 from ..errors import StoreUnavailable
 from ..execution import failed, failed_permanently, run_async, run_sync, storable
@@ -223,6 +224,8 @@ class Worker:
         on_loop: list[tuple[Run, Future[Outcome]]] = []
         now = time.monotonic()
         for job in jobs:
+            if job.stages is not None and self._settled_early(job):
+                continue
             task = self.app.tasks.get(job.task)
             if task is None:
                 self._unknown(job)
@@ -244,6 +247,20 @@ class Worker:
                 self._loop.call_soon_threadsafe(self._start_on_loop, on_loop)
             except Exception:
                 self._not_started([run for run, _ in on_loop])
+
+    def _settled_early(self, job: Job) -> bool:
+        """A pipeline job at a stage no task runs (a wait that ended, a budget that ran out):
+        report its outcome now and return True; else cut its run's time-out to the budget left."""
+        assert job.token is not None
+        try:
+            outcome = pipeline.before_run(job, self.clock())
+        except Exception as exc:  # a bad stage record must not stop the claim loop
+            log.exception("job %s: deciding its stage failed; failing it", job.id)
+            outcome = failed_permanently(exc)
+        if outcome is None:
+            return False
+        self.reporter.report(Report(job.id, job.token, outcome))
+        return True
 
     def _not_started(self, runs: list[Run]) -> None:
         log.exception("%d job(s) could not be started; handing them back: %s",
@@ -315,6 +332,8 @@ class Worker:
         """A run's task ended: queue its outcome for the reporter. Never raises (an error here
         would leave the run's lease renewed forever): the worker stops itself instead."""
         try:
+            if run.job.stages is not None or run.job.notify:
+                outcome = self._settled(run, outcome)
             if self.runs.finish(run):
                 self.reporter.report(Report(run.job.id, run.token, outcome), kept=True)
                 log_outcome(run.job, outcome, time.monotonic() - run.started, self.clock)
@@ -323,6 +342,15 @@ class Worker:
         except BaseException as exc:
             log.critical("job %s: its outcome could not be queued", run.job.id, exc_info=exc)
             self._helper_failed("outcome callback", f"{type(exc).__name__}: {exc}")
+
+    def _settled(self, run: Run, outcome: Outcome) -> Outcome:
+        """What the job does next after this run (conveyor.pipeline: the next stage, a restart,
+        the owner's notification); a failure to decide fails the job rather than lose the run."""
+        try:
+            return pipeline.settle(run.job, outcome, self.clock())
+        except Exception as exc:
+            log.exception("job %s: deciding its next stage failed; failing it", run.job.id)
+            return failed_permanently(exc)
 
     def _outcome_of(self, run: Run, future: Future[Outcome]) -> Outcome:
         if future.cancelled():

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .. import pipeline
 from ..backends.base import JobStore
 from ..errors import StoreUnavailable
 from ..execution import failed_permanently, storable, timed_out
@@ -92,7 +93,7 @@ class Monitor:
             return
         log.warning("job %s timed out after %s s", run.job.id, run.job.timeout)
         try:
-            outcome = timed_out(run.task, run.job, self.clock())
+            outcome = pipeline.settle(run.job, timed_out(run.task, run.job, self.clock()), self.clock())
         except Exception as exc:  # a bad item: still written, as a plain failure
             log.exception("job %s: deciding its time-out outcome failed; failing it", run.job.id)
             outcome = failed_permanently(

@@ -84,6 +84,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 class Cluster:
     """The worker processes one chaos test started, their logs, the side-effect log and a client App."""
 
+    APP = "chaos_app:app"  #: the app the workers run (a subclass names another)
+
     def __init__(self, directory: Path, url: str, lease: float) -> None:
         self.dir = directory
         self.url = url
@@ -103,12 +105,12 @@ class Cluster:
     def worker(
         self, *, concurrency: int = 4, processes: int = 0, max_rescues: int | None = None, poll: float = 0.2
     ) -> subprocess.Popen[bytes]:
-        """Start ``python -m conveyor worker chaos_app:app`` in its own process group."""
+        """Start ``python -m conveyor worker APP`` (``self.APP``) in its own process group."""
         log = self.dir / f"worker-{len(self.procs)}.log"
         env = dict(self.env)
         if max_rescues is not None:
             env["CHAOS_MAX_RESCUES"] = str(max_rescues)
-        cmd = [sys.executable, "-m", "conveyor", "worker", "chaos_app:app", "-c", str(concurrency),
+        cmd = [sys.executable, "-m", "conveyor", "worker", self.APP, "-c", str(concurrency),
                "-p", str(processes), "--grace", "1", "--poll", str(poll)]  # fmt: skip
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=out, stderr=subprocess.STDOUT,

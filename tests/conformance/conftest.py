@@ -86,3 +86,15 @@ def native_connection(store_url: str) -> Iterator[Callable[[], Any]]:
     for conn in opened:
         with suppress(Exception):
             conn.close()
+
+
+@pytest.fixture
+def pg_store(postgres_url: str) -> Iterator[Any]:
+    """A PostgresBackend on the session's database, set up and emptied: for the PostgreSQL-only tests."""
+    from conveyor.backends.postgres import PostgresBackend
+
+    backend = PostgresBackend(postgres_url)
+    backend.setup()
+    backend.destroy_all()
+    yield backend
+    backend.close()

@@ -132,14 +132,13 @@ def test_a_schema_1_database_upgrades_in_place_and_keeps_its_jobs(empty_database
 
 
 def test_the_insert_statements_write_every_insert_column() -> None:
-    """``insert`` lists its VALUES by hand (one parameter per column, with the casts PostgreSQL
-    needs), and ``insert_copy`` streams insert_row's values then the status: a column added to the
-    registry must appear in both, in that order. (``insert`` also takes its event's kind and data,
-    and whether it wakes event readers.)"""
+    """``insert`` takes one named parameter per insert column ({insert_params}) and ``insert_copy``
+    streams insert_row's values: every column of the registry appears in both, in its order.
+    (``insert`` also takes its event's kind and data, and whether it wakes event readers.)"""
     names = [column.name for column in INSERT_COLUMNS]
-    assert set(re.findall(r"%\((\w+)\)s", queries()["insert"])) == {*names, "event_kind", "event_data", "notify"}
+    assert set(re.findall(r"%\((\w+)\)s", queries()["insert"])) == {*names, "event_kind", "event_data", "wake"}
     copied = re.search(r"COPY conveyor_jobs \((.*)\) FROM STDIN", queries()["insert_copy"])
-    assert copied is not None and [c.strip() for c in copied[1].split(",")] == [*names, "status"]
+    assert copied is not None and [c.strip() for c in copied[1].split(",")] == names
 
 
 def test_a_bulk_enqueue_notifies_once_per_statement_and_queue_at_commit(postgres_url: str) -> None:
@@ -253,7 +252,7 @@ def test_the_claim_reads_a_few_index_entries_with_a_million_jobs_waiting(postgre
         conn.execute("RESET session_replication_role")
         conn.execute("ANALYZE conveyor_jobs")
         params = {"queues": ["q1", "q2"], "worker_id": "w", "limit": 10, "now": 1e9, "until": 1e9 + 30,
-                  "event_kind": "started", "event_data": "{}", "notify": False}  # fmt: skip
+                  "event_kind": "started", "event_data": "{}", "wake": False}  # fmt: skip
         with conn.transaction(force_rollback=True):
             row = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries()["claim"], params).fetchone()
         assert row is not None
@@ -261,7 +260,7 @@ def test_the_claim_reads_a_few_index_entries_with_a_million_jobs_waiting(postgre
         # Workers run the claim as a prepared statement with a generic plan (the worker pool's
         # session settings): that plan, made without the parameters' values, must probe too.
         conn.execute(queries()["worker_session"].encode())
-        names = ["queues", "worker_id", "limit", "now", "until", "event_kind", "event_data", "notify"]
+        names = ["queues", "worker_id", "limit", "now", "until", "event_kind", "event_data", "wake"]
         positional = queries()["claim"]
         for i, name in enumerate(names, start=1):
             positional = positional.replace(f"%({name})s", f"${i}")

@@ -10,7 +10,6 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -29,12 +28,8 @@ LONG = 60.0
 
 
 @pytest.fixture
-def store(postgres_url: str) -> Iterator[PostgresBackend]:
-    backend = PostgresBackend(postgres_url)
-    backend.setup()
-    backend.destroy_all()
-    yield backend
-    backend.close()
+def store(pg_store: PostgresBackend) -> PostgresBackend:
+    return pg_store
 
 
 def enqueued_ids(events: list[Event]) -> list[str | None]:

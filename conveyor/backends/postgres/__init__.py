@@ -1,6 +1,7 @@
 """The PostgreSQL store: ``PostgresBackend`` (store.py), its connections (connections.py), its
-schema steps (schema.py), event log (events.py) and operations (operations.py), its statements
-(queries.sql) and its numbered migrations (migrations/)."""
+schema steps (schema.py), event log (events.py), operations (operations.py), pipeline outcomes
+(pipelines.py), waits and notifications (waits.py), its statements (queries.sql) and its numbered
+migrations (migrations/)."""
 
 from __future__ import annotations
 

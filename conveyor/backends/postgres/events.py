@@ -160,7 +160,7 @@ class EventLogMixin:
         run goes on, reported as current."""
         began = self._waker.ask(worker=True)
         params = {"id": job_id, "token": token, "event_kind": kind, "event_data": data, "now": now,
-                  "notify": began is not None}  # fmt: skip
+                  "wake": began is not None}  # fmt: skip
         try:
             with self._conn("emit", worker=True) as conn:
                 row = conn.execute(sql_files.queries("postgres")["emit"], params).fetchone()

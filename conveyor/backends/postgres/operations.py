@@ -22,7 +22,7 @@ _NO_DATA = encode_data(None)
 def _event(kind: str, data: str) -> dict[str, Any]:
     """The event parameters of a statement that writes one event of each row it changes (a
     control call: it always wakes readers)."""
-    return {"event_kind": kind, "event_data": data, "notify": True}
+    return {"event_kind": kind, "event_data": data, "wake": True}
 
 
 class OperationsMixin:

@@ -8,7 +8,7 @@
 -- Events: a statement that changes a job (or a switch, or the worker registry) writes the event
 -- rows of what it changed itself, `logged AS (INSERT INTO conveyor_events ... RETURNING 1)`, so
 -- the event exists exactly when the change does. Its `woken` column wakes readers waiting on
--- channel 'conveyor_events' (delivered at commit) if it wrote an event and %(notify)s is true:
+-- channel 'conveyor_events' (delivered at commit) if it wrote an event and %(wake)s is true:
 -- the caller decides (postgres/events.py: always from the main pool; from the worker pool at most
 -- every 0.05 s per process, as a NOTIFY queues every committing transaction that sent one).
 
@@ -75,20 +75,20 @@ ROLLBACK TO SAVEPOINT conveyor_enqueue;
 -- name: wake_readers
 -- a fragment: a column `woken` for a statement whose CTE `logged` (its INSERT INTO conveyor_events
 -- ... RETURNING 1) wrote events: one pg_notify on channel 'conveyor_events', delivered at commit, if
--- it wrote any and the caller asked (%(notify)s: postgres/events.py's Waker decides, in Python).
+-- it wrote any and the caller asked (%(wake)s: postgres/events.py's Waker decides, in Python).
 -- Written {wake_readers}.
 -- only in this dialect: SQLite's readers watch PRAGMA data_version instead.
-(SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(notify)s) AS woken
+(SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(wake)s) AS woken
 
 -- name: insert
 -- One job (the parameters are columns.insert_params, one per insert column, plus its event's kind
 -- and data) and its `enqueued` event, in one statement: one round trip, and the event exists
 -- exactly when the job was inserted. A key held by an unfinished job makes it a no-op (no row
--- returned, no event), a taken id raises.
+-- returned, no event), a taken id raises. The status is the row's: queued, or waiting for a
+-- pipeline whose first stage waits (the insert trigger wakes workers for queued ones only).
 WITH inserted AS (
-    INSERT INTO conveyor_jobs ({insert_columns}, status)
-    VALUES (%(id)s, %(task)s, %(queue)s, %(priority)s, %(args)s::json, %(kwargs)s::json, %(created_at)s,
-            %(scheduled_at)s, %(max_retries)s, %(timeout)s, %(key)s, %(result_ttl)s, %(stages)s::json, 'queued')
+    INSERT INTO conveyor_jobs ({insert_columns})
+    VALUES ({insert_params})
     ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('queued', 'running', 'waiting') DO NOTHING
     RETURNING seq, id, task, queue, created_at
 ), logged AS (
@@ -102,11 +102,12 @@ FROM inserted;
 
 -- name: insert_copy
 -- only in this dialect: a batch streamed by COPY (SQLite's executemany of insert costs no round trips).
--- Jobs without a key, one row each (insert_row's values, then the status), in the batch's order, so
--- seq, the FIFO tie-break, follows the batch. COPY skips the parsing and planning a multi-row
--- INSERT pays per value, and fires the statement trigger once: one notification per queue. A taken
--- id aborts the whole COPY (nothing of the batch is written) with insert's UniqueViolation.
-COPY conveyor_jobs ({insert_columns}, status) FROM STDIN;
+-- Jobs without a key, one row each (insert_row's values, the status among them), in the batch's
+-- order, so seq, the FIFO tie-break, follows the batch. COPY skips the parsing and planning a
+-- multi-row INSERT pays per value, and fires the statement trigger once: one notification per queue
+-- with queued jobs. A taken id aborts the whole COPY (nothing of the batch is written) with insert's
+-- UniqueViolation.
+COPY conveyor_jobs ({insert_columns}) FROM STDIN;
 
 -- name: insert_copy_events
 -- only in this dialect: the events of a COPY'd batch (insert_copy), streamed after it in the same
@@ -222,7 +223,7 @@ WHERE status = 'running' AND worker_id = ANY(%(worker_ids)s);
 -- a fragment: the end of a statement whose CTE `done` (an UPDATE ... RETURNING id, task, queue,
 -- attempts, worker_id) changed jobs: it appends one event per row changed, of %(event_kind)s with
 -- %(event_data)s, in the same statement, and returns how many (`written`) and whether it woke
--- readers (`woken`: once, if it wrote any and %(notify)s). A statement ends `), {log_done}`.
+-- readers (`woken`: once, if it wrote any and %(wake)s). A statement ends `), {log_done}`.
 -- only in this dialect: SQLite appends events with its own statements in the same transaction.
 logged AS (
     INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
@@ -353,13 +354,75 @@ WITH done AS (
 ), {log_done}
 
 -- name: finish_discarded
--- The job row goes; its `discarded` event stays (until event_ttl), the last word on it.
+-- The job row goes, and its mailbox with it; its `discarded` event stays (until event_ttl), the
+-- last word on it.
 WITH done AS (
     DELETE FROM conveyor_jobs
     WHERE id = %(id)s AND token = %(token)s AND status = 'running'
       AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
     RETURNING id, task, queue, attempts, worker_id
+), mailbox AS (
+    DELETE FROM conveyor_messages WHERE job_id IN (SELECT id FROM done)
 ), {log_done}
+
+-- Pipelines ---------------------------------------------------------------------------------------
+-- A pipeline's outcome is written in one transaction of several statements (postgres/pipelines.py):
+-- its finish_* statement first, then, only if that wrote the outcome, what goes with it.
+
+-- name: finish_advanced
+-- A pipeline's stage ended (ADVANCED, retried 0, error NULL) or it restarts after a failure (RETRY
+-- with a record: retried 1, the failure in error): the row becomes the next stage's (outcome.NextStage),
+-- queued or waiting (a timer, a message), fenced as every finish_*. Its event (stage_done or
+-- retry_scheduled) copies the row as written, the next stage's task and queue, as every step's event
+-- does. Becoming queued wakes workers (the update trigger).
+WITH done AS (
+    UPDATE conveyor_jobs
+    SET stage = %(stage)s, task = %(task)s, queue = %(queue)s, args = %(args)s::json, kwargs = %(kwargs)s::json,
+        timeout = %(timeout)s, status = %(status)s, scheduled_at = %(scheduled_at)s, wait_until = %(wait_until)s,
+        waiting_for = %(waiting_for)s, deadline = %(deadline)s, results = %(results)s::json,
+        stage_log = %(stage_log)s::json, inbox = NULL, progress = 0, progress_message = '', token = NULL,
+        lease_expires_at = NULL, retries = retries + %(retried)s, error = %(error)s::json, exit_code = %(exit_code)s
+    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
+      AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+    RETURNING id, task, queue, attempts, worker_id
+), {log_done}
+
+-- name: record_stages
+-- After a finish_succeeded or finish_failed that was written, in its transaction: the pipeline's
+-- stage bookkeeping (outcome.StageRecord), replacing the results finish_succeeded appended to.
+UPDATE conveyor_jobs SET stage = %(stage)s, results = %(results)s::json, stage_log = %(stage_log)s::json
+WHERE id = %(id)s;
+
+-- name: take_message
+-- A job that has just begun to wait on a message (finish_advanced, reset_to_stage, send_message; its
+-- row locked by that transaction, so no one else takes at once): the oldest message of that name it
+-- has not taken yet, marked consumed by this stage (conveyor_messages_waiting). Returns its id.
+UPDATE conveyor_messages SET consumed_at = %(now)s, stage = %(stage)s
+WHERE job_id = %(job_id)s AND id = (
+    SELECT id FROM conveyor_messages
+    WHERE job_id = %(job_id)s AND name = %(name)s AND consumed_at IS NULL
+    ORDER BY at, seq
+    LIMIT 1
+)
+RETURNING id;
+
+-- name: resume_with_message
+-- The waiting job queued again, due now, with the message take_message took as its inbox ({"id",
+-- "payload"}, the payload verbatim), and its `resumed` event. Becoming queued wakes workers (the
+-- update trigger).
+WITH done AS (
+    UPDATE conveyor_jobs AS j
+    SET status = 'queued', scheduled_at = %(now)s, wait_until = NULL,
+        inbox = (SELECT json_build_object('id', m.id, 'payload', m.payload) FROM conveyor_messages AS m
+                 WHERE m.job_id = j.id AND m.id = %(message_id)s)
+    WHERE j.id = %(id)s AND j.status = 'waiting'
+    RETURNING id, task, queue, attempts, worker_id
+), {log_done}
+
+-- name: insert_notification
+-- After a finish that was written, in its transaction: the owner's notification (outcome.Notice).
+INSERT INTO conveyor_notifications (owner, job_id, at, status, exit_code, data)
+VALUES (%(owner)s, %(job_id)s, %(now)s, %(status)s, %(exit_code)s, %(data)s::json);
 
 -- name: expired
 -- Runs whose lease ran out, or that ran past their timeout + margin: the leader decides what each
@@ -433,6 +496,110 @@ WITH done AS (
     RETURNING id, task, queue, attempts, worker_id
 ), {log_done}
 
+-- name: reset_to_stage
+-- requeue(reset=True, first=...): a finished pipeline job, succeeded included, starts over at its
+-- first stage (outcome.NextStage), counters, results, stage log, inbox, result and error cleared,
+-- with its `requeued` event, and its mailbox emptied (a fresh start: a message id sent before may be
+-- sent again). A key another unfinished job holds raises (conveyor_jobs_key).
+-- Becoming queued wakes workers (the update trigger).
+WITH done AS (
+    UPDATE conveyor_jobs
+    SET stage = %(stage)s, task = %(task)s, queue = %(queue)s, args = %(args)s::json, kwargs = %(kwargs)s::json,
+        timeout = %(timeout)s, status = %(status)s, scheduled_at = %(scheduled_at)s, wait_until = %(wait_until)s,
+        waiting_for = %(waiting_for)s, deadline = %(deadline)s, results = '[]', stage_log = '[]', inbox = NULL,
+        result = NULL, error = NULL, exit_code = NULL, finished_at = NULL, expires_at = NULL, attempts = 0,
+        retries = 0, rescues = 0, progress = 0, progress_message = '', started_at = NULL, worker_id = NULL,
+        token = NULL, lease_expires_at = NULL
+    WHERE id = %(id)s AND status IN ('succeeded', 'failed', 'cancelled')
+    RETURNING id, task, queue, attempts, worker_id
+), emptied AS (
+    DELETE FROM conveyor_messages WHERE job_id IN (SELECT id FROM done)
+), {log_done}
+
+-- Waits and the mailbox -------------------------------------------------------------------------
+
+-- name: message_target
+-- send_message's first look, in its transaction: whether the job exists, has finished, or waits on a
+-- message of some name, and at which stage. FOR UPDATE: concurrent sends to the job, and a finish of
+-- its run (finish_advanced), a release or a cancel, wait for this transaction's end and then see what
+-- it did, so a message is never stored by one while another moves the job past it unseen.
+SELECT status, waiting_for, stage FROM conveyor_jobs WHERE id = %(id)s FOR UPDATE;
+
+-- name: message_exists
+-- A finished job's mailbox may still hold this message id: a sender's retry of a message that
+-- resumed the job, which has finished since, is a duplicate, not "finished".
+SELECT 1 FROM conveyor_messages WHERE job_id = %(job_id)s AND id = %(id)s;
+
+-- name: insert_message
+-- A message for the job's mailbox, not taken yet, with its `message_received` event (copying the
+-- job's task, queue, attempt and worker). A message id the job already has inserts nothing and
+-- writes no event (the primary key: ON CONFLICT, so two concurrent senders never raise); the store
+-- reports that as a duplicate.
+WITH added AS (
+    INSERT INTO conveyor_messages (job_id, id, name, payload, at)
+    VALUES (%(job_id)s, %(id)s, %(name)s, %(payload)s::json, %(now)s)
+    ON CONFLICT (job_id, id) DO NOTHING
+    RETURNING job_id
+), done AS (
+    SELECT j.id, j.task, j.queue, j.attempts, j.worker_id FROM added JOIN conveyor_jobs AS j ON j.id = added.job_id
+), {log_done}
+
+-- name: messages
+-- A job's mailbox, oldest first (then in insertion order): waiting messages and consumed ones.
+SELECT job_id, id, name, payload::text, at, consumed_at, stage FROM conveyor_messages
+WHERE job_id = %(job_id)s
+ORDER BY at, seq;
+
+-- name: release_waits
+-- The leader: up to `limit` waiting jobs whose timer (or message time-out) ended, or whose pipeline's
+-- budget ran out, are queued due now at the same stage, each with its `resumed` event ({"stage", "by":
+-- deadline or timer}); the worker that claims one decides what comes next. wait_until stays, so that
+-- worker sees the wait ended. The earliest first, by conveyor_jobs_waits (least() skips a NULL), not
+-- a scan of the jobs; rows a send or a cancel holds are skipped (SKIP LOCKED), and matched by
+-- `seq = ANY(ARRAY(...))` as in the claim. Becoming queued wakes workers (the update trigger).
+WITH done AS (
+    UPDATE conveyor_jobs
+    SET status = 'queued', scheduled_at = %(now)s
+    WHERE status = 'waiting' AND seq = ANY(ARRAY(
+        SELECT seq FROM conveyor_jobs
+        WHERE status = 'waiting' AND least(wait_until, deadline) <= %(now)s
+        ORDER BY least(wait_until, deadline)
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ))
+    RETURNING id, task, queue, attempts, worker_id,
+              json_build_object('stage', stage,
+                                'by', CASE WHEN deadline <= %(now)s THEN 'deadline' ELSE 'timer' END) AS data
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, data FROM done
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       {wake_readers}
+FROM logged;
+
+-- Notifications -----------------------------------------------------------------------------------
+
+-- name: notifications
+-- The newest `limit` notes, of `owner` (NULL: everyone's), only unread ones if `unread`, newest first
+-- by id. The NULL test is folded away when the statement is planned, so one owner's are read from
+-- conveyor_notifications_owner backwards.
+SELECT id, owner, job_id, at, status, exit_code, data::text, read FROM conveyor_notifications
+WHERE (%(owner)s::text IS NULL OR owner = %(owner)s) AND (NOT %(unread)s OR NOT read)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: mark_read
+-- Only the owner's own notes, and only those still unread (the count is of those changed): these ids
+-- (others' are ignored) or, with NULL, all of them.
+UPDATE conveyor_notifications SET read = true
+WHERE owner = %(owner)s AND NOT read AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]));
+
+-- name: prune_notifications
+-- Notes older than `before`, by age only (they outlive their jobs); the BRIN index on `at` finds them.
+DELETE FROM conveyor_notifications WHERE at < %(before)s;
+
 -- name: acquire_lock
 -- Take a free or expired lock, or renew one's own, in one statement: a row comes back only if
 -- `owner` holds the lock now. Concurrent takers serialise on the row (or the insert's key).
@@ -449,9 +616,9 @@ DELETE FROM conveyor_locks WHERE name = %(name)s AND owner = %(owner)s;
 SELECT owner FROM conveyor_locks WHERE name = %(name)s AND expires_at >= %(now)s;
 
 -- name: prune_expired
--- Finished jobs past their expiry, and their events, in one statement. Their events are found
--- numbered (by conveyor_events_job; prune runs the sequencer first) or, for one written since,
--- among the few rows not numbered yet (conveyor_events_unnumbered): two deletions, as one
+-- Finished jobs past their expiry, and their events and messages, in one statement. Their events
+-- are found numbered (by conveyor_events_job; prune runs the sequencer first) or, for one written
+-- since, among the few rows not numbered yet (conveyor_events_unnumbered): two deletions, as one
 -- condition `a OR b` would be planned as a scan of the whole log. (A row a concurrent sequencer
 -- numbers in between is left to event_ttl.)
 WITH gone AS (
@@ -461,11 +628,14 @@ WITH gone AS (
     DELETE FROM conveyor_events WHERE seq IS NOT NULL AND job_id IN (SELECT id FROM gone)
 ), forgotten_unnumbered AS (
     DELETE FROM conveyor_events WHERE seq IS NULL AND job_id IN (SELECT id FROM gone)
+), mailbox AS (
+    DELETE FROM conveyor_messages WHERE job_id IN (SELECT id FROM gone)
 )
 SELECT count(*) FROM gone;
 
 -- name: prune_before
--- Finished jobs that ended before a time, and their events, in one statement (as prune_expired).
+-- Finished jobs that ended before a time, and their events and messages, in one statement (as
+-- prune_expired).
 WITH gone AS (
     DELETE FROM conveyor_jobs WHERE finished_at < %(before)s AND status IN ('succeeded', 'failed', 'cancelled')
     RETURNING id
@@ -473,17 +643,21 @@ WITH gone AS (
     DELETE FROM conveyor_events WHERE seq IS NOT NULL AND job_id IN (SELECT id FROM gone)
 ), forgotten_unnumbered AS (
     DELETE FROM conveyor_events WHERE seq IS NULL AND job_id IN (SELECT id FROM gone)
+), mailbox AS (
+    DELETE FROM conveyor_messages WHERE job_id IN (SELECT id FROM gone)
 )
 SELECT count(*) FROM gone;
 
 -- name: destroy_all
--- A test hook: every job, event, lock, switch and worker row (several statements, no parameters).
--- conveyor_event_head keeps its count: a seq is never given out twice.
+-- A test hook: every job, event, lock, switch, worker, message and notification row (several
+-- statements, no parameters). conveyor_event_head keeps its count: a seq is never given out twice.
 DELETE FROM conveyor_jobs;
 DELETE FROM conveyor_locks;
 DELETE FROM conveyor_events;
 DELETE FROM conveyor_switches;
 DELETE FROM conveyor_workers;
+DELETE FROM conveyor_messages;
+DELETE FROM conveyor_notifications;
 
 -- The event log ------------------------------------------------------------------------------
 -- Events are written by the statements above, with seq NULL; the sequencer numbers them later.

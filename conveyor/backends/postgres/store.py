@@ -13,7 +13,8 @@ outcomes); what PostgreSQL adds is how it scales:
   or renewed by one upsert, as on SQLite;
 * every job step writes its event in its own statement (a data-modifying CTE) or transaction;
   events are numbered later, in an order no reader can be overtaken in, by the sequencer of
-  events.py; switches and the worker registry are in operations.py;
+  events.py; switches and the worker registry are in operations.py; jobs' mailboxes, the release
+  of ended waits and owners' notifications in waits.py; pipeline outcomes in pipelines.py;
 * the schema is built by the versioned ``.sql`` migrations in ``postgres/migrations``,
   applied under a transaction-scoped advisory lock, so concurrent ``conveyor migrate`` runs
   are safe; every statement lives in ``postgres/queries.sql``.
@@ -49,9 +50,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ...errors import DuplicateJob, InvalidTransition, StoreError, StoreUnavailable
 from ...events import EventKind, encode_data, enqueued_data, outcome_event, progress_data
 from ...job import Job, NewJob, Priority, Status
+from ...outcome import NextStage
 from ..base import JobQuery, Outcome, OutcomeKind, Report
 from ..columns import insert_params, insert_row, new_job_record, row_to_job
-from ..rows import FINISH_STATEMENTS, enqueued_rows, finish_params, list_params
+from ..rows import enqueued_rows, finish_params, list_params
+from . import pipelines
 from .connections import (
     Connection,
     Listener,
@@ -64,13 +67,11 @@ from .connections import (
 from .events import EventLogMixin, Waker
 from .operations import OperationsMixin
 from .schema import SchemaMixin, queries
+from .waits import WaitsMixin
 
 log = logging.getLogger("conveyor.postgres")
 
 _DUPLICATE_ID = re.compile(r"Key \(id\)=\((.*)\) already exists")
-
-
-_QUEUED = ("queued",)  #: the status column insert_copy writes after insert_row's values
 
 
 _NO_DATA = encode_data(None)
@@ -85,7 +86,7 @@ def _finish_params(report: Report, now: float, notify: bool) -> dict[str, Any]:
     """A ``finish_*`` statement's parameters (rows.finish_params), its event's kind and data, and
     whether it wakes readers."""
     kind, data = outcome_event(report.outcome)
-    return finish_params(report, now) | {"event_kind": kind.value, "event_data": data, "notify": notify}
+    return finish_params(report, now) | {"event_kind": kind.value, "event_data": data, "wake": notify}
 
 
 def _events_of(batch: Sequence[Report]) -> dict[str, Any]:
@@ -110,9 +111,10 @@ def _copied(jobs: Sequence[NewJob]) -> bool:
     return len(jobs) > 1 and all(new.key is None for new in jobs)
 
 
-class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin):
+class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin, WaitsMixin):
     """A job store in a PostgreSQL database: the jobs in ``conveyor_jobs``, their events in
-    ``conveyor_events``, named locks, switches and the worker registry beside them.
+    ``conveyor_events``, named locks, switches, the worker registry, jobs' mailboxes and owners'
+    notifications beside them.
 
     One instance per process: two connection pools for the store's steps (one for a worker's
     own bookkeeping), plus connections of its own opened on demand to LISTEN for wake-ups (of
@@ -287,7 +289,7 @@ class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin):
                     with cur.copy(q["insert_copy"]) as copy:
                         write = copy.write_row
                         for new in jobs:
-                            write(insert_row(new, now) + _QUEUED)
+                            write(insert_row(new, now))
                     with cur.copy(q["insert_copy_events"]) as copy:
                         write = copy.write_row
                         for event in enqueued_rows(jobs, now):
@@ -299,7 +301,7 @@ class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin):
         kind = EventKind.ENQUEUED.value
         params = [
             insert_params(new, now)
-            | {"event_kind": kind, "event_data": enqueued_data(new.scheduled_at, now), "notify": True}
+            | {"event_kind": kind, "event_data": enqueued_data(new.scheduled_at, now), "wake": True}
             for new in jobs
         ]
         with conn.cursor(row_factory=tuple_row) as cur:
@@ -343,7 +345,7 @@ class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin):
             return []
         began = self._waker.ask(worker=True)
         params = {"queues": list(queues), "worker_id": worker_id, "limit": limit, "now": now, "until": now + lease}
-        params |= _STARTED | {"notify": began is not None}
+        params |= _STARTED | {"wake": began is not None}
         with self._conn("claim", worker=True) as conn:
             rows = conn.execute(queries()["claim"], params).fetchall()
         self._waker.sent(began, bool(rows))
@@ -354,7 +356,7 @@ class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin):
     def start(self, job_id: str, worker_id: str, lease: float, now: float) -> Job | None:
         began = self._waker.ask(worker=True)
         params = {"id": job_id, "worker_id": worker_id, "now": now, "until": now + lease}
-        params |= _STARTED | {"notify": began is not None}
+        params |= _STARTED | {"wake": began is not None}
         with self._conn("start", worker=True) as conn:
             row = conn.execute(queries()["start"], params).fetchone()
         self._waker.sent(began, row is not None)
@@ -399,7 +401,7 @@ class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin):
         began = self._waker.ask(worker=True)
         params = {"percent": percent, "message": message, "id": job_id, "token": token, "now": now,
                   "event_kind": EventKind.PROGRESS.value, "event_data": progress_data(percent, message),
-                  "notify": began is not None}  # fmt: skip
+                  "wake": began is not None}  # fmt: skip
         try:
             with self._conn("progress", worker=True) as conn:
                 row = conn.execute(queries()["progress"], params).fetchone()
@@ -414,15 +416,20 @@ class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin):
         return self.finish_many([Report(job_id, token, outcome)], now)[0]
 
     def finish_many(self, reports: Sequence[Report], now: float) -> list[bool]:
-        """Successes, the common case, in one statement; any other outcome (or a success guarded
-        by ``lease_before``) in one of its own, all sent in one pipeline (one round trip however
-        many there are). Each report is atomic on its own (its outcome and its event, in one
-        statement): no report depends on another."""
+        """Successes, the common case, in one statement; any other plain outcome (or a success
+        guarded by ``lease_before``) in one of its own, all sent in one pipeline (one round trip
+        however many there are). Each report is atomic on its own (its outcome and its event, in one
+        statement): no report depends on another. A pipeline's outcome, or one with a chained job or
+        a notice, then goes in a transaction of its own (pipelines.finish)."""
         q = queries()
         succeeded: list[int] = []
         others: list[int] = []
+        staged: list[int] = []
         for i, report in enumerate(reports):
             outcome = report.outcome
+            if not pipelines.plain(outcome):
+                staged.append(i)
+                continue
             batched = outcome.kind is OutcomeKind.SUCCEEDED and outcome.lease_before is None
             (succeeded if batched else others).append(i)
         done: dict[int, bool] = {}
@@ -439,12 +446,12 @@ class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin):
                         "ids": [r.job_id for r in batch],
                         "tokens": [r.token for r in batch],
                         "results": [r.outcome.result_text() for r in batch],
-                        "notify": notify,
+                        "wake": notify,
                     } | _events_of(batch)
                     many = conn.execute(q["finish_succeeded_many"], params)
                 each = []
                 for i in others:
-                    statement = q[FINISH_STATEMENTS[reports[i].outcome.kind]]
+                    statement = q[pipelines.statement(reports[i].outcome)]
                     each.append((i, conn.execute(statement, _finish_params(reports[i], now, notify))))
             # the pipeline, if any, is synced here: every statement's result has arrived
             if many is not None:
@@ -453,6 +460,8 @@ class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin):
             for i, cursor in each:
                 row = cursor.fetchone()
                 done[i] = row is not None and row[0] == 1
+            for i in staged:
+                done[i] = pipelines.finish(conn, reports[i], now, notify)
         self._waker.sent(began, any(done.values()))
         return [done[i] for i in range(len(reports))]
 
@@ -481,22 +490,27 @@ class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin):
 
     def cancel(self, job_id: str, now: float) -> Job | None:
         params = {"id": job_id, "now": now, "event_kind": EventKind.CANCELLED.value, "event_data": _NO_DATA,
-                  "notify": True}  # fmt: skip
+                  "wake": True}  # fmt: skip
         with self._conn("cancel") as conn:
             conn.execute(queries()["cancel"], params)
             row = conn.execute(queries()["get"], {"id": job_id}).fetchone()
         return None if row is None else row_to_job(row)
 
-    def requeue(self, job_id: str, now: float, reset: bool = False) -> Job | None:
+    def requeue(self, job_id: str, now: float, reset: bool = False, first: NextStage | None = None) -> Job | None:
+        """Queue a failed or cancelled job again (requeue, then reset if asked); with ``first``, a
+        finished pipeline job starts over at that stage (pipelines.reset_to_stage: a reset, always)."""
         q = queries()
         params = {"id": job_id, "now": now, "reset": reset, "event_kind": EventKind.REQUEUED.value,
-                  "event_data": encode_data({"reset": reset}), "notify": True}  # fmt: skip
+                  "event_data": encode_data({"reset": reset}), "wake": True}  # fmt: skip
         with self._conn("requeue") as conn:
             try:
-                with conn.transaction():
-                    requeued = conn.execute(q["requeue"], params).fetchone()
-                    if requeued is not None and requeued[0] and reset:
-                        conn.execute(q["reset"], params)
+                if first is not None:
+                    pipelines.reset_to_stage(conn, job_id, first, now)
+                else:
+                    with conn.transaction():
+                        requeued = conn.execute(q["requeue"], params).fetchone()
+                        if requeued is not None and requeued[0] and reset:
+                            conn.execute(q["reset"], params)
             except pg_errors.UniqueViolation as exc:
                 raise InvalidTransition(f"job {job_id}: another unfinished job holds its key") from exc
             row = conn.execute(q["get"], {"id": job_id}).fetchone()
@@ -514,9 +528,9 @@ class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin):
 
     # clean-up --------------------------------------------------------------------------------
     def prune(self, now: float, finished_before: float | None = None) -> int:
-        """Delete finished jobs past their expiry (or finished before ``finished_before``) and
-        their events, in one statement; returns how many jobs. Numbers the log first, so their
-        events are found by the index of numbered rows (events.py)."""
+        """Delete finished jobs past their expiry (or finished before ``finished_before``), their
+        events and messages, in one statement; returns how many jobs. Numbers the log first, so
+        their events are found by the index of numbered rows (events.py)."""
         self._sequence_all()
         with self._conn("prune") as conn:
             if finished_before is not None:

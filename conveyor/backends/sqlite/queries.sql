@@ -83,9 +83,10 @@ ON CONFLICT (name) DO UPDATE SET value = excluded.value;
 -- producers ------------------------------------------------------------------------------------------
 
 -- name: insert
--- One job (executemany for a batch). A taken id, or a key held by an unfinished job
--- (conveyor_jobs_key), raises IntegrityError: the store looks keys up first, in the same transaction.
-INSERT INTO conveyor_jobs (status, {insert_columns}) VALUES ('queued', {insert_values});
+-- One job (executemany for a batch), its status from the row too: queued, or waiting for a pipeline
+-- whose first stage waits. A taken id, or a key held by an unfinished job (conveyor_jobs_key), raises
+-- IntegrityError: the store looks keys up first, in the same transaction.
+INSERT INTO conveyor_jobs ({insert_columns}) VALUES ({insert_values});
 
 -- name: find_unfinished_by_key
 -- The job holding a key, which an enqueue with that key returns instead of inserting.
@@ -224,6 +225,26 @@ WHERE id = :id AND token = :token AND status = 'running'
   AND (:lease_before IS NULL OR lease_expires_at < :lease_before)
 RETURNING seq, task, queue, attempts, worker_id;
 
+-- name: finish_advanced
+-- A pipeline moves on (ADVANCED: :retried 0, :error NULL), or restarts at the stage conveyor.pipeline
+-- chose (a RETRY with a record: :retried 1, the failure in :error). The row becomes the next stage's
+-- (DESIGN.md, rule 2): its task, arguments, queue and time-out; queued (due at :scheduled_at) or
+-- waiting (:status, with the timer's end or the message's name and time-out). The run's token and lease
+-- go, its progress and the previous stage's inbox too. Fenced like every finish_*.
+UPDATE conveyor_jobs
+SET stage = :stage, task = :task, queue = :queue, args = :args, kwargs = :kwargs, timeout = :timeout,
+    status = :status, scheduled_at = :scheduled_at, wait_until = :wait_until, waiting_for = :waiting_for,
+    deadline = :deadline, results = :results, stage_log = :stage_log, inbox = NULL, progress = 0,
+    progress_message = '', token = NULL, lease_expires_at = NULL, retries = retries + :retried,
+    error = :error, exit_code = :exit_code
+WHERE id = :id AND token = :token AND status = 'running'
+  AND (:lease_before IS NULL OR lease_expires_at < :lease_before);
+
+-- name: record_stages
+-- A pipeline's last outcome (SUCCEEDED or FAILED with a record), after its finish_* was written, in the
+-- same transaction: the stage it ended at, and the results and stage log conveyor.pipeline kept.
+UPDATE conveyor_jobs SET stage = :stage, results = :results, stage_log = :stage_log WHERE id = :id;
+
 -- name: expired
 -- For the leader: runs whose lease ran out (their worker died or stopped), or that ran past their
 -- timeout + :margin (their worker failed to abort them). It decides each one's outcome in Python.
@@ -279,6 +300,118 @@ UPDATE conveyor_jobs
 SET attempts = 0, retries = 0, rescues = 0, error = NULL, progress = 0, progress_message = '',
     started_at = NULL, worker_id = NULL, stage = 0, results = '[]'
 WHERE id = :id;
+
+-- name: reset_to_stage
+-- requeue(reset=True, first=...): a finished pipeline job, succeeded included, starts over at its first
+-- stage, whose columns conveyor.pipeline computed (queued, or waiting for a first stage that waits),
+-- as if new: what requeue and reset clear, and the previous run's stage log and inbox. A key now held
+-- by another unfinished job raises IntegrityError (conveyor_jobs_key), as in requeue.
+UPDATE conveyor_jobs
+SET stage = :stage, task = :task, queue = :queue, args = :args, kwargs = :kwargs, timeout = :timeout,
+    status = :status, scheduled_at = :scheduled_at, wait_until = :wait_until, waiting_for = :waiting_for,
+    deadline = :deadline, results = '[]', stage_log = '[]', inbox = NULL, result = NULL, error = NULL,
+    exit_code = NULL, finished_at = NULL, expires_at = NULL, attempts = 0, retries = 0, rescues = 0,
+    progress = 0, progress_message = '', started_at = NULL, worker_id = NULL, token = NULL,
+    lease_expires_at = NULL
+WHERE id = :id AND status IN ('succeeded', 'failed', 'cancelled');
+
+-- waits and the mailbox --------------------------------------------------------------------------------
+
+-- name: message_target
+-- send_message's first look, under the write lock (so nothing changes before it stores): whether the job
+-- exists, has finished, or waits on a message of some name, and at which stage.
+SELECT status, waiting_for, stage FROM conveyor_jobs WHERE id = :id;
+
+-- name: message_exists
+-- A finished job's mailbox may still hold this message id: a sender's retry of a message that resumed
+-- the job, which has finished since, is a duplicate, not "finished".
+SELECT 1 FROM conveyor_messages WHERE job_id = :job_id AND id = :id;
+
+-- name: insert_message
+-- A message for the job's mailbox, not yet taken. A message id the job already has changes no row (the
+-- primary key), which the store reports as a duplicate; concurrent sends of one id never raise.
+INSERT INTO conveyor_messages (job_id, id, name, payload, at) VALUES (:job_id, :id, :name, :payload, :now)
+ON CONFLICT (job_id, id) DO NOTHING;
+
+-- name: take_message
+-- A Message stage takes the job's oldest unconsumed message of its name (conveyor_messages_waiting, in
+-- order of `at` then insertion), marked with the time and the stage; no row if the mailbox has none.
+-- In the transaction that made the job wait on it (finish_advanced, requeue), or that stored it.
+UPDATE conveyor_messages SET consumed_at = :now, stage = :stage
+WHERE rowid = (SELECT rowid FROM conveyor_messages
+               WHERE job_id = :job_id AND name = :name AND consumed_at IS NULL
+               ORDER BY at, rowid LIMIT 1)
+RETURNING id, payload;
+
+-- name: resume_with_message
+-- The waiting job, its message taken, is queued due now with the message as its stage's inbox
+-- ({"id", "payload"}; json() keeps the payload's JSON text as it is). waiting_for stays: the worker that
+-- claims it sees which Message stage it is at.
+UPDATE conveyor_jobs
+SET status = 'queued', scheduled_at = :now, wait_until = NULL,
+    inbox = json_object('id', :message_id, 'payload', json(:payload))
+WHERE id = :id AND status = 'waiting';
+
+-- name: messages
+-- A job's mailbox, oldest first (then in insertion order): waiting messages and consumed ones.
+SELECT job_id, id, name, payload, at, consumed_at, stage FROM conveyor_messages
+WHERE job_id = :job_id
+ORDER BY at, rowid;
+
+-- name: delete_job_messages
+-- only in this dialect: PostgreSQL deletes them in prune's and finish_discarded's own statements (a
+-- data-modifying CTE); here the store runs this after them, in the same transaction.
+-- The mailboxes of jobs that are gone (prune, a discard), in the transaction that deleted them, and of a
+-- job reset to start over. :ids is a JSON array; each is found by the primary key's first column.
+DELETE FROM conveyor_messages WHERE job_id IN (SELECT value FROM json_each(:ids));
+
+-- name: release_waits
+-- The leader: up to :limit waiting jobs whose timer (or message time-out) ended, or whose pipeline's
+-- budget ran out, are queued due now at the same stage; the worker that claims one decides what comes
+-- next. The earliest ended first; found by a range of each partial index (conveyor_jobs_wait,
+-- conveyor_jobs_deadline), no scan of the jobs. wait_until stays, so that worker sees the wait ended.
+-- Returns what each one's `resumed` event says.
+UPDATE conveyor_jobs SET status = 'queued', scheduled_at = :now
+WHERE status = 'waiting' AND seq IN (
+    SELECT seq FROM (SELECT seq, wait_until AS ended FROM conveyor_jobs WHERE status = 'waiting' AND wait_until <= :now
+                     UNION ALL
+                     SELECT seq, deadline FROM conveyor_jobs WHERE status = 'waiting' AND deadline <= :now)
+    GROUP BY seq
+    ORDER BY min(ended), seq
+    LIMIT :limit
+)
+RETURNING id, stage, CASE WHEN deadline <= :now THEN 'deadline' ELSE 'timer' END;
+
+-- notifications -----------------------------------------------------------------------------------------
+
+-- name: insert_notification
+-- The owner's note, written by the outcome that finishes a job with notify, in its transaction (so a
+-- stale run writes none). :data is JSON text.
+INSERT INTO conveyor_notifications (owner, job_id, at, status, exit_code, data)
+VALUES (:owner, :job_id, :now, :status, :exit_code, :data);
+
+-- name: notifications
+-- The newest :limit notes, of :owner (NULL: everyone's), only unread ones if :unread. Two branches, of
+-- which the constant :owner test leaves one: everyone's, newest first by id; or one owner's, read
+-- newest first from conveyor_notifications_owner (`:owner IS NULL OR owner = :owner` scanned every note).
+SELECT id, owner, job_id, at, status, exit_code, data, read FROM conveyor_notifications
+WHERE :owner IS NULL AND (NOT :unread OR read = 0)
+UNION ALL
+SELECT id, owner, job_id, at, status, exit_code, data, read FROM conveyor_notifications
+WHERE owner = :owner AND (NOT :unread OR read = 0)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: mark_read
+-- Only the owner's own notes, and only those still unread (the count is of those changed): these :ids
+-- (a JSON array; others' ids are ignored) or, with NULL, all of them.
+UPDATE conveyor_notifications SET read = 1
+WHERE owner = :owner AND read = 0 AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
+
+-- name: prune_notifications
+-- Notes older than :before, by age only (they outlive their jobs). A scan: notes are few, one per
+-- finished job that asked for one, and the leader prunes them seldom.
+DELETE FROM conveyor_notifications WHERE at < :before;
 
 -- locks ------------------------------------------------------------------------------------------------
 
@@ -466,9 +599,11 @@ GROUP BY q.queue
 HAVING due <= :now;
 
 -- name: destroy_all
--- Run in one transaction: every job, lock, event, switch and worker. sqlite_sequence keeps the event
--- numbers' high mark, so a seq is not given out again.
+-- Run in one transaction: every job, lock, event, switch, worker, message and notification.
+-- sqlite_sequence keeps the event and notification numbers' high marks, so none is given out again.
 DELETE FROM conveyor_jobs;
+DELETE FROM conveyor_messages;
+DELETE FROM conveyor_notifications;
 DELETE FROM conveyor_locks;
 DELETE FROM conveyor_events;
 DELETE FROM conveyor_switches;

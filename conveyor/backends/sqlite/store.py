@@ -7,7 +7,8 @@ StoreUnavailable. Producer commits wait for fsync unless the URL says ``?durable
 worker's own bookkeeping does not (docs/sqlite.md). Each thread gets its own connection. Idle
 workers watch ``PRAGMA data_version``, which changes whenever another connection commits.
 Every statement is in queries.sql; the schema is built by migrations/NNNN_*.sql. The event log,
-the switches and the worker registry are in operations.py (a part of this class).
+the switches and the worker registry are in operations.py, outcomes in outcomes.py, waits and the
+mailbox in waits.py, notifications in notifications.py (each a part of this class).
 """
 
 from __future__ import annotations
@@ -25,19 +26,23 @@ from typing import Any
 from ...errors import DuplicateJob, InvalidTransition, StoreError
 from ...events import EventKind, encode_data, progress_data
 from ...job import Job, NewJob, Priority, Status
+from ...outcome import NextStage
 from .. import sql_files
-from ..base import JobQuery, Outcome, OutcomeKind, Report
+from ..base import JobQuery
 from ..columns import insert_row, new_job_record, row_to_job
-from ..rows import FINISH_STATEMENTS, finish_params, list_params
+from ..rows import list_params
 from . import event_writes, schema
 from .errors import translated
+from .notifications import SQLiteNotifications
 from .operations import SQLiteOperations
 from .options import DEFAULT_BUSY_TIMEOUT, SQLiteOptions
+from .outcomes import SQLiteOutcomes
+from .pipeline_rows import stage_params
+from .waits import SQLiteWaits
 from .writers import WritersQueue
 
 _WAKE_POLL = 0.002  #: seconds between data_version checks while idle
 _PRIORITIES = json.dumps([int(p) for p in Priority])
-_DISCARDED = EventKind.DISCARDED.value
 
 
 def _queue_params(queues: Sequence[str]) -> tuple[str, dict[str, str]]:
@@ -46,7 +51,7 @@ def _queue_params(queues: Sequence[str]) -> tuple[str, dict[str, str]]:
     return ", ".join(f":{name}" for name in names), dict(zip(names, queues, strict=True))
 
 
-class SQLiteBackend(SQLiteOperations):
+class SQLiteBackend(SQLiteOutcomes, SQLiteWaits, SQLiteNotifications, SQLiteOperations):
     """A job store in one SQLite file. ``path`` ':memory:' is refused: workers need a file.
 
     ``durable``: producer commits (enqueue, cancel, requeue, prune) wait for the fsync of the log,
@@ -344,30 +349,6 @@ class SQLiteBackend(SQLiteOperations):
         with self._write("append an event") as conn:
             return conn.execute(self._sql["emit"], params).rowcount == 1
 
-    def finish(self, job_id: str, token: str, outcome: Outcome, now: float) -> bool:
-        return self.finish_many([Report(job_id, token, outcome)], now)[0]
-
-    def finish_many(self, reports: Sequence[Report], now: float) -> list[bool]:
-        if not reports:
-            return []
-        params = [finish_params(report, now) for report in reports]
-        events = [event_writes.outcome(report) for report in reports]  # decided before taking the lock
-        written: list[bool] = []
-        with self._write("write outcomes") as conn:
-            for report, values, event in zip(reports, params, events, strict=True):
-                kind = report.outcome.kind
-                if kind is OutcomeKind.DISCARDED:  # the row is gone after: its event from what it returned
-                    row = conn.execute(self._sql["finish_discarded"], values).fetchone()
-                    if row is not None:
-                        event_writes.append(conn, self._sql["insert_event"], [event_writes.discarded(event, row, now)])
-                    written.append(row is not None)
-                else:
-                    written.append(conn.execute(self._sql[FINISH_STATEMENTS[kind]], values).rowcount == 1)
-            # a stale report wrote nothing: no event either
-            kept = [event for event, done in zip(events, written, strict=True) if done and event[1] != _DISCARDED]
-            event_writes.copy(conn, self._sql["copy_job_events"], kept, now)
-        return written
-
     def expired(self, now: float, abort_margin: float, limit: int) -> list[Job]:
         with self._read("find expired runs") as conn:
             rows = conn.execute(self._sql["expired"], {"now": now, "margin": abort_margin, "limit": limit})
@@ -400,7 +381,9 @@ class SQLiteBackend(SQLiteOperations):
                 event_writes.copy(conn, self._sql["copy_job_events"], [(job_id, EventKind.CANCELLED.value, "{}")], now)
         return self.get(job_id)
 
-    def requeue(self, job_id: str, now: float, reset: bool = False) -> Job | None:
+    def requeue(self, job_id: str, now: float, reset: bool = False, first: NextStage | None = None) -> Job | None:
+        if first is not None:
+            return self._start_over(job_id, first, now)
         with self._write("requeue a job", producer=True) as conn:
             try:
                 requeued = conn.execute(self._sql["requeue"], {"id": job_id, "now": now}).rowcount == 1
@@ -411,6 +394,20 @@ class SQLiteBackend(SQLiteOperations):
                     conn.execute(self._sql["reset"], {"id": job_id})
                 event = (job_id, EventKind.REQUEUED.value, encode_data({"reset": reset}))
                 event_writes.copy(conn, self._sql["copy_job_events"], [event], now)  # after the reset: attempt 0
+        return self.get(job_id)
+
+    def _start_over(self, job_id: str, first: NextStage, now: float) -> Job | None:
+        """``requeue`` of a finished pipeline at its first stage (always a reset), its mailbox
+        emptied: the job starts over as if new."""
+        with self._write("requeue a job", producer=True) as conn:
+            try:
+                requeued = conn.execute(self._sql["reset_to_stage"], stage_params(job_id, first)).rowcount == 1
+            except sqlite3.IntegrityError as exc:
+                raise InvalidTransition(f"job {job_id}: another unfinished job holds its key") from exc
+            if requeued:  # fresh state: the mailbox too (a message id taken before may be sent again)
+                conn.execute(self._sql["delete_job_messages"], {"ids": json.dumps([job_id])})
+                events = [(job_id, EventKind.REQUEUED.value, encode_data({"reset": True}))]
+                event_writes.copy(conn, self._sql["copy_job_events"], events, now)
         return self.get(job_id)
 
     # locks -------------------------------------------------------------------------------------------
@@ -435,9 +432,10 @@ class SQLiteBackend(SQLiteOperations):
                 rows = conn.execute(self._sql["prune_before"], {"before": finished_before}).fetchall()
             else:
                 rows = conn.execute(self._sql["prune_expired"], {"now": now}).fetchall()
-            if rows:  # and their events, in the same transaction
+            if rows:  # and their events and messages, in the same transaction
                 seqs, ids = json.dumps([row[0] for row in rows]), json.dumps([row[1] for row in rows])
                 conn.execute(self._sql["delete_job_events"], {"seqs": seqs, "ids": ids})
+                conn.execute(self._sql["delete_job_messages"], {"ids": ids})
         return len(rows)
 
     def schema_versions(self) -> tuple[int | None, int]:
