@@ -9,6 +9,7 @@ except PackageNotFoundError:  # pragma: no cover - run from a source tree that w
     __version__ = "0+unknown"
 
 from .app import App, load_app
+from .app_schedules import ScheduleNotFound
 from .background import BackgroundWorker
 from .context import JobContext, current_job
 from .errors import (
@@ -32,6 +33,7 @@ from .locks import Lock
 from .messages import Delivery, Notification, StoredMessage
 from .operations import QueueInfo, Switches, WorkerInfo, WorkerState
 from .refs import Cond, Ref, TemplateError
+from .schedule_types import Missed, Overlap, ScheduleRecord, Source, TickOutcome, TickRecord
 from .stages import Message, Pipeline, Step, Timer
 from .subscription import Subscription
 from .task import Signature, Task
@@ -60,13 +62,18 @@ __all__ = [
     "Lock",
     "LockNotAcquired",
     "Message",
+    "Missed",
     "Notification",
+    "Overlap",
     "Pipeline",
     "Priority",
     "QueueInfo",
     "Ref",
     "Retry",
+    "ScheduleNotFound",
+    "ScheduleRecord",
     "Signature",
+    "Source",
     "Status",
     "Step",
     "StoreError",
@@ -76,6 +83,8 @@ __all__ = [
     "Switches",
     "Task",
     "TemplateError",
+    "TickOutcome",
+    "TickRecord",
     "Timer",
     "Worker",
     "WorkerInfo",

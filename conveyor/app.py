@@ -18,6 +18,7 @@ import msgspec
 
 from . import operations, pipeline
 from .app_pipelines import PipelinesMixin
+from .app_schedules import SchedulesMixin
 from .backends import describe_url, open_backend
 from .backends.base import Backend, JobQuery
 from .errors import InvalidTransition, JobNotFound
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from .background import BackgroundWorker
     from .health import Health
     from .locks import Lock
+    from .schedule_types import ScheduleRecord
+    from .scheduler import Repeat
     from .stages import Pipeline
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,7 +61,7 @@ def choose_url(flag: str | None = None, code_url: str | None = None) -> tuple[st
     return DEFAULT_URL, DEFAULT
 
 
-class App(PipelinesMixin):
+class App(PipelinesMixin, SchedulesMixin):
     """A set of tasks bound to one store.
 
     ``url``: the store given in code, kept as ``code_url``. The store used (``url``) is the first of:
@@ -109,6 +112,8 @@ class App(PipelinesMixin):
         self.is_eager = bool(eager)  #: True while enqueued jobs run inline (App(eager=True) or ``with app.eager()``)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.pipelines: dict[str, Pipeline] = {}  #: pipelines declared with a name, to enqueue by name
+        self.periodic_schedules: dict[str, ScheduleRecord] = {}  #: declared in code (@app.periodic), synced by workers
+        self.repeats: dict[str, Repeat] = {}  #: @app.repeat functions, run by each worker of this app
         self._backend: Backend | None = None
 
     def __repr__(self) -> str:
@@ -270,11 +275,13 @@ class App(PipelinesMixin):
         task: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        *,
+        scheduled_by: str | None = None,
     ) -> list[Job]:
-        """Jobs matching every filter given, newest first."""
+        """Jobs matching every filter given, newest first (``scheduled_by``: the runs of a schedule)."""
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must be >= 0")
-        query = JobQuery(queue=queue, task=task, limit=limit, offset=offset)
+        query = JobQuery(queue=queue, task=task, scheduled_by=scheduled_by, limit=limit, offset=offset)
         if status is not None:
             wanted = Status(status)
             query.status = Status.QUEUED if wanted in (Status.QUEUED, Status.SCHEDULED) else wanted

@@ -5,7 +5,9 @@ atomic batch, with two orders of a pipeline that wait for a payment message and
 on a timer (``conveyor.demo_orders``), starts ``conveyor worker -p 2`` (a
 supervisor with two worker processes) on the same file, follows the store with
 a live progress bar, pays the orders, stops the workers with SIGTERM (graceful)
-and prints what ran, retried and failed. No server is needed: the store is the file.
+and prints what ran, retried and failed. Meanwhile both worker processes fire
+the ticks of a schedule declared in code (``conveyor.demo_schedules``), one job
+per tick. No server is needed: the store is the file.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from . import demo_orders
+from . import demo_orders, demo_schedules
 from . import demo_tasks as tasks
 from .app import App
 from .job import Job, Priority, Status
@@ -101,6 +103,7 @@ class _Demo:
         self.total = total
         self.keep = keep
         self.orders = demo_orders.Orders(app)
+        self.ticker = demo_schedules.Ticker(app)
         self.workdir = workdir
         self.console = console
         self.log_path = workdir / "workers.log"
@@ -126,6 +129,7 @@ class _Demo:
                 console.print("[yellow]interrupted[/yellow]: stopping the workers (SIGTERM)")
                 self._stop(workers)
                 return 130
+            self.ticker.stop()  # pause the schedule: its last jobs run before the workers stop
             stopped_in = self._stop(workers)
         if stopped_in is None:
             console.print(f"[red]the workers did not stop within {STOP_WITHIN:.0f} s of SIGTERM; killed them[/red]")
@@ -159,7 +163,8 @@ class _Demo:
         """``conveyor worker conveyor.demo_tasks:app -p 2``, logging to a file; a session of its own,
         so a Ctrl-C in the terminal reaches only the demo, which then stops the workers itself."""
         command = [sys.executable, "-m", "conveyor", "worker", "conveyor.demo_tasks:app", "-p", str(PROCESSES),
-                   "-c", str(CONCURRENCY), "--poll", f"{WORKER_POLL:g}", "--url", self.app.url]  # fmt: skip
+                   "-c", str(CONCURRENCY), "-q", f"default,{tasks.TICK_QUEUE}", "--poll", f"{WORKER_POLL:g}",
+                   "--url", self.app.url]  # fmt: skip
         env = {**os.environ, "CONVEYOR_URL": self.app.url}
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -181,7 +186,7 @@ class _Demo:
     # watching --------------------------------------------------------------------------
     def _snapshot(self) -> _Snapshot:
         return _Snapshot(
-            counts=self.app.stats().get("all", {}),
+            counts=self.ticker.batch_counts(self.app.stats()),
             reports=self.app.jobs(task=tasks.REPORT, limit=len(REPORTS)),
         )
 
@@ -207,7 +212,7 @@ class _Demo:
             snapshot = self._snapshot()
             progress.update(bar, completed=snapshot.finished)
             orders = self.orders.step()
-            live.update(Group(progress, _status_line(snapshot), *_report_lines(snapshot), *orders))
+            live.update(Group(progress, _status_line(snapshot), *_report_lines(snapshot), *orders, self.ticker.live()))
             if snapshot.finished >= self.total:
                 return True
             if workers.poll() is not None:
@@ -226,7 +231,7 @@ class _Demo:
 
     # the summary -----------------------------------------------------------------------
     def _summary(self) -> int:
-        jobs = self.app.jobs(limit=self.total + 100)
+        jobs = [job for job in self.app.jobs(limit=self.total + 10_000) if job.scheduled_by is None]  # the batch
         by_task: dict[str, list[Job]] = {}
         for job in reversed(jobs):  # oldest first: the order they were enqueued in
             by_task.setdefault(_kind(job), []).append(job)
@@ -242,6 +247,7 @@ class _Demo:
                                f"after {job.attempts} runs: {error}")  # fmt: skip
         self._notes(by_task)
         orders_ok = self.orders.summary(self.console, self.keep)
+        ticker_ok = self.ticker.summary(self.console, self.keep)
         wall = time.monotonic() - self.started
         self.console.print(f"[bold]{len(jobs)} jobs in {wall:.1f} s[/bold] ({len(jobs) / wall:.0f} jobs/s overall, "
                            "including worker start-up, the delayed jobs' wait and the graceful stop)")  # fmt: skip
@@ -253,6 +259,7 @@ class _Demo:
             and len(failed) == expected_failures
             and all(j.task == tasks.IMPORT for j in failed)
             and orders_ok
+            and ticker_ok
         )
         if not ok:
             self.console.print(f"[red]unexpected outcome: {len(jobs)} of {self.total} jobs found, "

@@ -4,14 +4,17 @@ Worker processes import this module as ``conveyor.demo_tasks:app``; the app
 reads its store from $CONVEYOR_URL (the demo passes a temporary SQLite file).
 Each task shows one behaviour: plain work, progress reports, a retry that
 mends a transient failure, a failure that no retry mends, a high-priority
-job and a delayed one; and ``order``, a pipeline (docs/pipelines.md) whose
-stages pass results on and wait for a payment message and on a timer.
+job and a delayed one; ``order``, a pipeline (docs/pipelines.md) whose
+stages pass results on and wait for a payment message and on a timer; and
+``tick``, declared with ``@app.periodic`` (docs/schedules.md): the worker
+processes put its schedule into the store when they start, and fire its ticks.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from .app import App
@@ -30,6 +33,9 @@ IMPORT = "conveyor.demo_tasks.import_csv"
 CHARGE = "conveyor.demo_tasks.charge_card"
 REMIND = "conveyor.demo_tasks.send_reminder"
 RECEIPT = "conveyor.demo_tasks.email_receipt"
+TICK = "conveyor.demo_tasks.tick"  #: the task and the name of its schedule
+TICK_QUEUE = "clock"  #: the ticks' jobs have a queue of their own: the demo counts its batch apart
+TICK_EVERY = 1.0  #: seconds between ticks
 
 REPORT_STEPS = ("loading rows", "joining tables", "aggregating", "rendering charts", "writing PDF")
 
@@ -128,3 +134,12 @@ order = app.pipeline(
     priority=Priority.HIGH,  # its stages jump the bulk's queue
     then=email_receipt.s(order_id=Ref.kws("order_id"), paid=Ref.stage(1)["amount"]),
 )
+
+
+# a schedule (docs/schedules.md) ------------------------------------------------------------------------
+@app.periodic(every=TICK_EVERY, queue=TICK_QUEUE, priority=Priority.HIGH)
+def tick() -> str:
+    """One job per tick of its schedule, whichever worker process fires the tick; HIGH: it runs at its
+    tick, ahead of the bulk."""
+    tick_at = current_job().job.tick_at
+    return "tick" if tick_at is None else f"tick {datetime.fromtimestamp(tick_at, UTC):%H:%M:%S}"

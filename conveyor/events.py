@@ -41,6 +41,12 @@ class EventKind(enum.StrEnum):
     STAGE_DONE = "stage_done"  #: a stage ended, the job moved on (data: stage, next, skipped, waiting)
     RESUMED = "resumed"  #: a WAITING job was queued again (data: stage, by: message, timer or deadline)
     MESSAGE_RECEIVED = "message_received"  #: a message was stored for the job (data: name, message_id)
+    # schedules (docs/schedules.md; no job, but the tick's job in data)
+    SCHEDULE_TICK = "schedule_tick"  #: a tick was fired (data: schedule, tick_at, outcome, job_id)
+    SCHEDULE_PUT = "schedule_put"  #: a schedule was created or changed (data: schedule, new)
+    SCHEDULE_REMOVED = "schedule_removed"  #: data: schedule
+    SCHEDULE_PAUSED = "schedule_paused"  #: data: schedule
+    SCHEDULE_RESUMED = "schedule_resumed"  #: data: schedule
     # operations (no job)
     QUEUE_PAUSED = "queue_paused"
     QUEUE_RESUMED = "queue_resumed"

@@ -114,6 +114,8 @@ class Job(msgspec.Struct, kw_only=True, gc=False):  # no cycles: the collector n
     waiting_for: str | None = None  #: a job WAITING on a message: its name ('' for any unnamed message)
     inbox: dict[str, Any] | None = None  #: the message delivered to the current Message stage: {"id", "payload"}
     stage_log: list[dict[str, Any]] = msgspec.field(default_factory=list)  #: per stage: status, times, attempts
+    scheduled_by: str | None = None  #: the schedule whose tick enqueued it
+    tick_at: float | None = None  #: ... and that tick's time (Unix seconds)
 
     @property
     def is_pipeline(self) -> bool:
@@ -189,3 +191,5 @@ class NewJob(msgspec.Struct, kw_only=True, gc=False):  # no cycles: the collecto
     stage: int = 0  #: a pipeline whose first stages are skipped (false conditions) starts further on
     results: list[Any] = msgspec.field(default_factory=list)  #: ... with None for each skipped stage
     stage_log: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    scheduled_by: str | None = None  #: the schedule whose tick enqueues it
+    tick_at: float | None = None

@@ -334,7 +334,7 @@ def declare(
         timeout=timeout,
         owner=owner,
         notify=notify,
-        then=_freeze_then(then),
+        then=None if then is None else freeze_target(then, what="then"),
         queue=queue,
         priority=priority,
     )
@@ -392,21 +392,20 @@ def build(
     )
 
 
-def _freeze_then(then: Signature | Pipeline | None) -> dict[str, Any] | None:
-    """The chained job, frozen: a task call (its references resolved against the finished job)
-    or a whole pipeline (started fresh)."""
-    if then is None:
-        return None
-    if isinstance(then, Pipeline):
-        return {"kind": "pipeline", "pipeline": then.to_dict()}
-    if not isinstance(then, Signature):
-        raise TypeError(f"then must be task.s(...) or a Pipeline, got {then!r}")
-    call = Step(then, None).freeze()
-    options = then.options
+def freeze_target(target: Signature | Pipeline, what: str = "a target") -> dict[str, Any]:
+    """What a job is made from, frozen: a task call (its arguments checked as JSON; references
+    allowed, resolved when it is made) or a whole pipeline (started fresh). ``then=`` and schedules
+    hold their job this way; ``pipeline.then_job`` makes it."""
+    if isinstance(target, Pipeline):
+        return {"kind": "pipeline", "pipeline": target.to_dict()}
+    if not isinstance(target, Signature):
+        raise TypeError(f"{what} must be task.s(...) or a Pipeline, got {target!r}")
+    call = Step(target, None).freeze()
+    options = target.options
     return {
         **call,
-        "priority": int(then.call.priority or options.priority),
-        "max_retries": then.call.max_retries if then.call.max_retries is not None else options.max_retries,
+        "priority": int(target.call.priority or options.priority),
+        "max_retries": target.call.max_retries if target.call.max_retries is not None else options.max_retries,
         "result_ttl": options.result_ttl,
     }
 

@@ -330,6 +330,18 @@ def test_conveyor_demo_with_too_few_jobs_says_so_and_runs_the_minimum(tmp_path: 
     assert "2 email_receipt jobs, each started by an order's success:" in out and "'receipt for A17: 24 EUR'" in out
     assert re.search(r"notify: 2 unread for shop-42 .*order A17 succeeded \(exit code 0, 5 results\)", out)
     assert "conveyor job " in out and "docs/pipelines.md" in out
+    # the schedule declared in code: synced by the workers, fired by both, one job per tick (the demo exits 1 if not)
+    ticked = re.search(
+        r"schedule: conveyor\.demo_tasks\.tick \(@app\.periodic\(every=1\), synced into the store by the workers as "
+        r"they started\) ticked (\d+) times, \d\d:\d\d:\d\d to \d\d:\d\d:\d\d UTC: (\d+) jobs, one per tick: "
+        r"none fired twice, none missing\n",
+        out,
+    )
+    assert ticked and int(ticked[1]) == int(ticked[2]) >= 3, out  # the demo runs for several seconds
+    assert "both worker processes ran a scheduler, with no leader" in out
+    assert re.search(r"each job started \d+\.\d\d-\d+\.\d\d s after its tick", out)
+    assert "paused at the end: conveyor schedules lists it" in out and "docs/schedules.md" in out
+    assert "conveyor jobs --schedule conveyor.demo_tasks.tick" in out
 
 
 @pytest.mark.parametrize("processes", ["0", "1"], ids=["standalone", "supervised"])

@@ -34,6 +34,7 @@ from ..job import Job, NewJob, Status
 from ..messages import Delivery, NewMessage, Notification, StoredMessage
 from ..operations import Switches, SwitchScope, WorkerInfo, WorkerState
 from ..outcome import NextStage, Outcome, OutcomeKind, Report
+from ..schedule_types import ScheduleRecord, Tick, TickRecord
 
 __all__ = [
     "Admin",
@@ -48,6 +49,7 @@ __all__ = [
     "OutcomeKind",
     "Registry",
     "Report",
+    "Schedules",
     "Waits",
 ]
 
@@ -59,6 +61,7 @@ class JobQuery(msgspec.Struct, kw_only=True):
     queue: str | None = None
     status: Status | None = None
     task: str | None = None
+    scheduled_by: str | None = None  #: jobs enqueued by this schedule's ticks
     id_prefix: str | None = None  #: ids starting with this (the CLI's short ids)
     due_before: float | None = None  #: scheduled_at <= this
     due_after: float | None = None  #: scheduled_at > this
@@ -347,6 +350,61 @@ class Admin(Protocol):
         ...
 
 
-class Backend(JobStore, Waits, Notifications, EventLog, Control, Registry, Locks, Admin, Protocol):
+class Schedules(Protocol):
+    """Schedules and their ticks. A tick is fired once however many schedulers run: ``fire``
+    moves the schedule's ``next_at`` by compare-and-set and records each tick under a unique
+    (schedule, tick_at), with its job, in one transaction. What to fire is decided in Python
+    (conveyor.scheduling); the store only writes it."""
+
+    def put_schedule(self, schedule: ScheduleRecord, now: float) -> bool:
+        """Insert the schedule, or replace the one of that name (its spec, target and policies,
+        ``next_at`` as given, ``source``), keeping its tick history, ``last_tick_at``,
+        ``last_job_id`` and ``created_at``; ``paused`` and ``paused_at`` are kept too unless the
+        schedule is new. Returns True if it was new. A ``schedule_put`` event."""
+        ...
+
+    def get_schedule(self, name: str) -> ScheduleRecord | None:
+        """The schedule of that name, or None."""
+        ...
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
+        ...
+
+    def remove_schedule(self, name: str, now: float) -> bool:
+        """Delete the schedule and its tick history; False if there was none. A ``schedule_removed`` event."""
+        ...
+
+    def retire_schedules(self, keep: Sequence[str], now: float) -> list[str]:
+        """Delete every schedule of source CODE whose name is not in ``keep`` (a worker's sync:
+        declared in code no more); returns their names."""
+        ...
+
+    def pause_schedule(self, name: str, paused: bool, next_at: float | None, now: float) -> bool:
+        """Pause (``paused_at`` = now) or resume it; resuming sets ``next_at`` (the first tick after
+        now, decided by the caller: no burst) and clears ``paused_at``. False if there is no such
+        schedule or it already was so. A ``schedule_paused`` / ``schedule_resumed`` event."""
+        ...
+
+    def due_schedules(self, now: float, limit: int) -> list[ScheduleRecord]:
+        """Up to ``limit`` schedules not paused whose ``next_at`` <= now, the most overdue first."""
+        ...
+
+    def fire(self, name: str, expected_next_at: float, next_at: float, ticks: Sequence[Tick], now: float) -> bool:
+        """In one transaction: set the schedule's ``next_at`` to ``next_at`` only if it is still
+        ``expected_next_at`` and the schedule is not paused (compare-and-set; else write nothing and
+        return False: a pass that read the schedule before a pause fires nothing after it); record each
+        tick (unique per schedule and tick_at: a tick already recorded is skipped, its job not
+        enqueued); enqueue each tick's job (as ``enqueue``, with its ``enqueued`` event) and set
+        ``last_tick_at`` / ``last_job_id`` from the last enqueued; a ``schedule_tick`` event per
+        tick (data: schedule, tick_at, outcome, job_id)."""
+        ...
+
+    def ticks(self, name: str, limit: int) -> list[TickRecord]:
+        """The schedule's latest ``limit`` tick records, newest first."""
+        ...
+
+
+class Backend(JobStore, Waits, Notifications, Schedules, EventLog, Control, Registry, Locks, Admin, Protocol):
     """A whole store: every concern. Implementations: sqlite.SQLiteBackend,
     postgres.PostgresBackend."""

@@ -71,6 +71,8 @@ JOB_COLUMNS: tuple[Column, ...] = (
     Column("waiting_for", "text", True),
     Column("inbox", "json"),
     Column("stage_log", "json", True),
+    Column("scheduled_by", "text", True),
+    Column("tick_at", "real", True),
 )
 
 #: JSON columns where None is SQL NULL (not JSON null): a plain job has no stages nor pipeline.

@@ -1,18 +1,21 @@
 """Statement parameters the SQL stores share beyond the column registry (columns.py): how a
 reported outcome becomes the named parameters of a ``finish_*`` statement, a JobQuery those of
 ``list_jobs``, each transition its event row (kind and payload from ``conveyor.events``), and the
-rows of the event log and the worker registry their values."""
+rows of the event log, the worker registry and the schedules their values."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from .. import codec
 from ..events import Event, EventKind, EventQuery, encode_data, enqueued_data
 from ..job import NewJob, Status
 from ..operations import Switches, SwitchScope, WorkerInfo, WorkerState
 from ..outcome import OutcomeKind, Report
+from ..schedule_types import Missed, Overlap, ScheduleRecord, Source, Tick, TickOutcome, TickRecord
 
 if TYPE_CHECKING:
     from .base import JobQuery
@@ -43,6 +46,7 @@ def list_params(query: JobQuery) -> dict[str, Any]:
         "queue": query.queue,
         "status": None if query.status is None else Status(query.status).value,
         "task": query.task,
+        "scheduled_by": query.scheduled_by,
         "id_prefix": query.id_prefix,
         "due_before": query.due_before,
         "due_after": query.due_after,
@@ -154,3 +158,97 @@ def row_to_worker(row: Sequence[Any]) -> WorkerInfo:
         concurrency=row[4], version=row[5], started_at=float(row[6]), last_seen=float(row[7]), in_flight=row[8],
         state=WorkerState(row[9]), stop_requested=bool(row[10]), leader=bool(row[11]),
     )  # fmt: skip
+
+
+# schedules ---------------------------------------------------------------------------------------------------
+#: Tick records kept per schedule: ``fire`` deletes the older ones (trim_ticks) in its transaction, so the
+#: audit trail of a one-second schedule stays bounded; a daily one keeps years of it.
+TICK_HISTORY = 1000
+
+#: The columns of a schedule as every dialect's ``schedule_columns`` lists them, in ``row_to_schedule``'s order.
+SCHEDULE_COLUMNS = (
+    "name", "cron", "tz", "every", "anchor", "target", "missed", "catch_up", "grace", "overlap", "jitter", "paused",
+    "source", "next_at", "last_tick_at", "last_job_id", "paused_at", "created_at", "updated_at",
+)  # fmt: skip
+
+
+def _real(value: Any) -> float | None:
+    """A REAL column's value as a float (SQLite may hand back 99 for 99.0), None kept."""
+    return None if value is None else float(value)
+
+
+def schedule_params(schedule: ScheduleRecord, now: float) -> dict[str, Any]:
+    """The named parameters of ``put_schedule``: the record's spec, target (JSON text), policies and
+    ``next_at``; a new schedule that is paused was paused at ``paused_at``, or now."""
+    paused = bool(schedule.paused)
+    return {
+        "name": schedule.name, "cron": schedule.cron, "tz": schedule.tz, "every": _real(schedule.every),
+        "anchor": float(schedule.anchor), "target": codec.dumps(schedule.target),
+        "missed": Missed(schedule.missed).value, "catch_up": float(schedule.catch_up), "grace": float(schedule.grace),
+        "overlap": Overlap(schedule.overlap).value, "jitter": float(schedule.jitter), "paused": paused,
+        "source": Source(schedule.source).value, "next_at": float(schedule.next_at),
+        "paused_at": (now if schedule.paused_at is None else float(schedule.paused_at)) if paused else None,
+        "now": now,
+    }  # fmt: skip
+
+
+def row_to_schedule(row: Sequence[Any]) -> ScheduleRecord:
+    """A schedule from a row of ``SCHEDULE_COLUMNS`` (target as JSON text or already decoded)."""
+    (name, cron, tz, every, anchor, target, missed, catch_up, grace, overlap, jitter, paused, source, next_at,
+     last_tick_at, last_job_id, paused_at, created_at, updated_at) = row  # fmt: skip
+    return ScheduleRecord(
+        name=name, cron=cron, tz=tz, every=_real(every), anchor=float(anchor),
+        target=codec.loads(target) if isinstance(target, str | bytes) else dict(target), missed=Missed(missed),
+        catch_up=float(catch_up), grace=float(grace), overlap=Overlap(overlap), jitter=float(jitter),
+        paused=bool(paused), source=Source(source), next_at=float(next_at), last_tick_at=_real(last_tick_at),
+        last_job_id=last_job_id, paused_at=_real(paused_at), created_at=float(created_at),
+        updated_at=float(updated_at),
+    )  # fmt: skip
+
+
+def row_to_tick(row: Sequence[Any]) -> TickRecord:
+    """A tick record from a row of (schedule, tick_at, outcome, job_id, at, data as JSON text or decoded)."""
+    schedule, tick_at, outcome, job_id, at, data = row
+    return TickRecord(
+        schedule=schedule, tick_at=float(tick_at), outcome=TickOutcome(outcome), job_id=job_id, at=float(at),
+        data=codec.loads(data) if isinstance(data, str | bytes) else dict(data),
+    )  # fmt: skip
+
+
+def unique_ticks(ticks: Iterable[Tick]) -> list[Tick]:
+    """The ticks to record, the first of each ``tick_at`` (a second one could never be recorded)."""
+    seen: dict[float, Tick] = {}
+    for tick in ticks:
+        seen.setdefault(float(tick.tick_at), tick)
+    return list(seen.values())
+
+
+def tick_job(name: str, tick: Tick) -> NewJob | None:
+    """The job an ENQUEUED tick enqueues (None for another outcome), linked to its schedule and tick
+    (``scheduled_by``, ``tick_at``) where the planner left them unset."""
+    job = tick.job
+    if job is None or TickOutcome(tick.outcome) is not TickOutcome.ENQUEUED:
+        return None
+    if job.scheduled_by is None or job.tick_at is None:
+        job = msgspec.structs.replace(
+            job,
+            scheduled_by=name if job.scheduled_by is None else job.scheduled_by,
+            tick_at=float(tick.tick_at) if job.tick_at is None else job.tick_at,
+        )
+    return job
+
+
+def schedule_row(kind: EventKind, name: str, now: float, data: dict[str, Any] | None = None) -> EventRow:
+    """An event about a schedule (no job): its data names it (first, whatever ``data`` says), then says
+    what ``data`` says."""
+    payload: dict[str, Any] = {"schedule": name}
+    payload.update(data or {})
+    payload["schedule"] = name
+    return (now, EventKind(kind).value, None, None, None, 0, None, encode_data(payload))
+
+
+def tick_row(name: str, tick: Tick, job_id: str | None, now: float) -> EventRow:
+    """The ``schedule_tick`` event of a tick recorded: its schedule, tick, outcome and job (None when
+    it enqueued none), after what the tick's own data says (``count``, ``until``)."""
+    data = {**tick.data, "tick_at": float(tick.tick_at), "outcome": TickOutcome(tick.outcome).value, "job_id": job_id}
+    return schedule_row(EventKind.SCHEDULE_TICK, name, now, data)

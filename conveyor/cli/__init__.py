@@ -1,7 +1,7 @@
 """The ``conveyor`` command: run workers, enqueue, inspect and control jobs, follow the event log,
 operate queues and workers, prune, demo.
 
-One module per group of commands (worker, jobs, pipelines, events, watch, ops, admin, demo);
+One module per group of commands (worker, jobs, pipelines, schedules, events, watch, ops, admin, demo);
 common.py holds what they share."""
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import admin, demo, events, jobs, ops, pipelines, watch, worker
+    from . import admin, demo, events, jobs, ops, pipelines, schedules, watch, worker
 
-    for module in (worker, jobs, pipelines, events, watch, ops, admin, demo):
+    for module in (worker, jobs, pipelines, schedules, events, watch, ops, admin, demo):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -120,18 +120,19 @@ def enqueue(
 @click.option("--queue", default=None)
 @click.option("--status", type=click.Choice([s.value for s in Status]), default=None)
 @click.option("--task", default=None)
+@click.option("--schedule", "scheduled_by", default=None, help="Only the jobs this schedule's ticks enqueued.")
 @click.option("--limit", default=50, show_default=True, callback=not_negative)
 @click.option("--offset", default=0, show_default=True, callback=not_negative)
 @json_option
 @app_option
 @url_option
 def jobs(
-    queue: str | None, status: str | None, task: str | None, limit: int, offset: int, as_json: bool,
-    app_path: str | None, url: str | None,
+    queue: str | None, status: str | None, task: str | None, scheduled_by: str | None, limit: int, offset: int,
+    as_json: bool, app_path: str | None, url: str | None,
 ) -> None:  # fmt: skip
     """List jobs, newest first. Ids are never shortened; any unique prefix of one names the job."""
     app = open_app(url, app_path, read_only=True)
-    found = app.jobs(queue=queue, status=status, task=task, limit=limit, offset=offset)
+    found = app.jobs(queue=queue, status=status, task=task, scheduled_by=scheduled_by, limit=limit, offset=offset)
     if as_json:
         print_json([public(job) for job in found])
         return

@@ -4,7 +4,9 @@ One worker is one process running up to ``concurrency`` jobs at once: sync tasks
 async tasks on an event loop in a thread of its own. Supervised helper threads do the rest
 (``helpers.py``): the reporter writes every outcome (``reporter.py``), the monitor renews leases,
 times runs out and refreshes the worker's registry row (``monitor.py``, ``registration.py``), the
-leader does leader duties on its own timer (``conveyor.leader``; not with ``leader=False``).
+leader does leader duties on its own timer (``conveyor.leader``; not with ``leader=False``), the
+scheduler syncs the app's code schedules and fires due ticks (``conveyor.scheduler``; not with
+``scheduler=False``), and each ``@app.repeat`` function runs on a thread of its own.
 ``run`` is the whole life of a worker; read it top to bottom.
 """
 
@@ -33,6 +35,7 @@ from ..job import Job, JobError
 from ..leader import Leader
 from ..operations import WorkerState
 from ..outcome import Outcome, OutcomeKind, Report
+from ..scheduler import Scheduler
 from .helpers import Helper
 from .joblog import log_outcome
 from .monitor import TICK, Monitor
@@ -96,7 +99,7 @@ class Worker:
         self._stopping = threading.Event()
         self._hurry = threading.Event()
         self._closed = threading.Event()  # ends the monitor, once every outcome is written or given up
-        self._leader_stop = threading.Event()
+        self._leader_stop = threading.Event()  # ends the side helpers: leader, scheduler, repeats
         self._failing = threading.Lock()
         self._unknown_seen: dict[str, float] = {}  # task name -> when this worker first saw a job of it
         self._threads = ThreadPoolExecutor(max_workers=self.concurrency + 32, thread_name_prefix="conveyor-job")
@@ -109,6 +112,14 @@ class Worker:
         if options.leader:
             self._helpers["leader"] = Helper("leader", functools.partial(self.leader.run, self._leader_stop),
                                              self._helper_failed)  # fmt: skip
+        self.scheduler = Scheduler(app)  #: fires due ticks on its thread (unless ``options.scheduler`` is False)
+        if options.scheduler:
+            self._helpers["scheduler"] = Helper("scheduler", functools.partial(self.scheduler.run, self._leader_stop),
+                                                self._helper_failed)  # fmt: skip
+        for name, repeat in app.repeats.items():
+            self._helpers[f"repeat {name}"] = Helper(f"repeat {name}", functools.partial(repeat.run, self._leader_stop),
+                                                     self._helper_failed)  # fmt: skip
+        self._side = [helper for name, helper in self._helpers.items() if name not in ("loop", "reporter", "monitor")]
 
     @property
     def is_leader(self) -> bool:
@@ -386,8 +397,8 @@ class Worker:
     def _shut_down(self) -> None:
         """Let running jobs finish (up to ``grace``), hand back the rest through the reporter,
         which gives up on an unavailable store after ``hand_back_wait``, then end the helpers."""
-        if "leader" in self._helpers:
-            self._helpers["leader"].ending = True
+        for helper in self._side:
+            helper.ending = True
         self._leader_stop.set()
         try:
             deadline = time.monotonic() + self.options.grace
@@ -406,8 +417,8 @@ class Worker:
             self._helpers["monitor"].ending = True
             self._closed.set()  # leases are no longer renewed: whatever is left is rescued once they expire
             self._helpers["monitor"].join(HELPER_JOIN)
-            if "leader" in self._helpers:
-                self._helpers["leader"].join(HELPER_JOIN)
+            for helper in self._side:
+                helper.join(HELPER_JOIN)
             self.registration.end()
             self._close_loop()
             self._threads.shutdown(wait=False, cancel_futures=True)

@@ -30,9 +30,9 @@ from .jobdata import LEASE, T0, claim_one, new, stored, token
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STORE_SOURCES = Path(SQLiteBackend.__module__.replace(".", "/")).parent
-LATEST = 4  #: the schema version of this conveyor (migrations/0004_pipelines.sql)
+LATEST = 5  #: the schema version of this conveyor (migrations/0005_schedules.sql)
 #: Every migration, oldest first, as setup() names them.
-MIGRATIONS = ["0001_initial.sql", "0002_rescues.sql", "0003_events.sql", "0004_pipelines.sql"]
+MIGRATIONS = ["0001_initial.sql", "0002_rescues.sql", "0003_events.sql", "0004_pipelines.sql", "0005_schedules.sql"]
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -29,22 +29,49 @@ _STAGED = frozenset({OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.RETR
 
 
 def plain(outcome: Outcome) -> bool:
-    """Whether the outcome is one finish_* statement on its own (``statement``): not a pipeline's
-    (no record), with no chained job nor notice. RELEASED, RESCUED and DISCARDED ignore those, so
-    they always are; so is an ADVANCED without a next stage (handed back, see ``statement``)."""
+    """Whether the outcome is one finish_* statement on its own (``statement``), which finish_many
+    sends with the others in one round trip: an outcome with no record, chained job nor notice
+    (RELEASED, RESCUED and DISCARDED ignore those, so they always are; so is an ADVANCED without a
+    next stage, handed back, see ``statement``), and a pipeline's move to a next stage that does not
+    wait on a message (finish_advanced alone: the common case of a pipeline's stage)."""
     if outcome.kind not in _STAGED:
         return True
     record = outcome.record
-    if outcome.kind is OutcomeKind.ADVANCED:
-        return record is None or record.next is None
-    return record is None and outcome.then is None and outcome.notice is None
+    if outcome.kind is OutcomeKind.ADVANCED and (record is None or record.next is None):
+        return True
+    if outcome.then is not None or outcome.notice is not None:
+        return False
+    if record is None:
+        return True
+    nxt = record.next
+    return nxt is not None and not (nxt.waiting and nxt.waiting_for is not None)
 
 
 def statement(outcome: Outcome) -> str:
-    """The finish_* statement that writes a ``plain`` outcome. An ADVANCED without a next stage
+    """The finish_* statement that writes a ``plain`` outcome: finish_advanced for a move to a next
+    stage (ADVANCED, or a RETRY that restarts the pipeline). An ADVANCED without a next stage
     (conveyor.pipeline always gives one) is handed back as RELEASED would be, at the stage it is at,
     as on SQLite: the job runs again rather than being lost or left running."""
+    record = outcome.record
+    if record is not None and record.next is not None:
+        return FINISH_STATEMENTS[OutcomeKind.ADVANCED]
     return FINISH_STATEMENTS[OutcomeKind.RELEASED if outcome.kind is OutcomeKind.ADVANCED else outcome.kind]
+
+
+def statement_params(report: Report, now: float, wake: bool) -> dict[str, Any]:
+    """The parameters of a finish_* statement for ``report`` (rows.finish_params, its event's kind
+    and data, whether it wakes readers) and, for a move to a next stage, finish_advanced's."""
+    outcome = report.outcome
+    kind, data = outcome_event(outcome)
+    values = finish_params(report, now) | {"event_kind": kind.value, "event_data": data, "wake": wake}
+    record = outcome.record
+    if record is not None and record.next is not None:
+        retried = outcome.kind is OutcomeKind.RETRY
+        values |= stage_params(record.next) | {
+            "results": codec.dumps(record.results), "stage_log": codec.dumps(record.stage_log),
+            "retried": 1 if retried else 0, "error": values["error"] if retried else None,
+        }  # fmt: skip
+    return values
 
 
 def stage_params(stage: NextStage) -> dict[str, Any]:
@@ -67,16 +94,10 @@ def finish(conn: Connection, report: Report, now: float, notify: bool) -> bool:
     of its own: False, and nothing written, if the run is no longer current (``check`` first)."""
     q = queries()
     outcome = report.outcome
-    kind, data = outcome_event(outcome)
-    params = finish_params(report, now) | {"event_kind": kind.value, "event_data": data, "wake": notify}
+    params = statement_params(report, now, notify)
     record = outcome.record
     with conn.transaction():
         if record is not None and record.next is not None:  # ADVANCED, or a RETRY that restarts the pipeline
-            retried = outcome.kind is OutcomeKind.RETRY
-            params |= stage_params(record.next) | {
-                "results": codec.dumps(record.results), "stage_log": codec.dumps(record.stage_log),
-                "retried": 1 if retried else 0, "error": params["error"] if retried else None,
-            }  # fmt: skip
             if not _written(conn.execute(q["finish_advanced"], params).fetchone()):
                 return False
             if record.next.waiting and record.next.waiting_for is not None:

@@ -443,6 +443,7 @@ FROM conveyor_jobs
 WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(task)s::text IS NULL OR task = %(task)s)
+  AND (%(scheduled_by)s::text IS NULL OR scheduled_by = %(scheduled_by)s)  -- every run of a schedule
   AND (%(id_prefix)s::text IS NULL OR starts_with(id, %(id_prefix)s))  -- `conveyor job 3f2a`
   AND (%(due_before)s::float8 IS NULL OR scheduled_at <= %(due_before)s)
   AND (%(due_after)s::float8 IS NULL OR scheduled_at > %(due_after)s)
@@ -649,8 +650,11 @@ WITH gone AS (
 SELECT count(*) FROM gone;
 
 -- name: destroy_all
--- A test hook: every job, event, lock, switch, worker, message and notification row (several
--- statements, no parameters). conveyor_event_head keeps its count: a seq is never given out twice.
+-- A test hook: every job, event, lock, switch, worker, message, notification, schedule and tick
+-- record row (several statements, no parameters). conveyor_event_head keeps its count: a seq is
+-- never given out twice.
+DELETE FROM conveyor_schedules;
+DELETE FROM conveyor_schedule_ticks;
 DELETE FROM conveyor_jobs;
 DELETE FROM conveyor_locks;
 DELETE FROM conveyor_events;
@@ -876,3 +880,174 @@ CROSS JOIN LATERAL (
 ) AS t
 WHERE q.queue IS NOT NULL AND t.scheduled_at <= %(now)s
 GROUP BY q.queue;
+
+-- Schedules ---------------------------------------------------------------------------------------
+-- postgres/schedules.py runs these, on the main pool (committed durably: an acknowledged tick survives
+-- a crash). What to fire is decided in Python (conveyor.scheduling); fire writes it in one transaction:
+-- advance_schedule (whose row lock serialises concurrent fires of a schedule), record_ticks, the jobs
+-- (insert or insert_copy, as enqueue), fired (with the ticks' events), trim_ticks.
+-- A schedule's events name no job, task nor queue: their data names the schedule.
+
+-- name: schedule_columns
+-- a fragment: a schedule's columns, in the order of conveyor.backends.rows.SCHEDULE_COLUMNS (row_to_schedule).
+name, cron, tz, every, anchor, target::text, missed, catch_up, grace, overlap, jitter, paused, source, next_at,
+last_tick_at, last_job_id, paused_at, created_at, updated_at
+
+-- name: put_schedule
+-- A new schedule, or the new spec, target, policies, next_at and source of the one of that name: its tick
+-- history, last tick and job, created_at, and whether (and since when) it is paused stay as they were (a
+-- worker's sync must not resume what a user paused). With its `schedule_put` event, which says whether it
+-- was new: `xmax = 0` in RETURNING is true for a row this statement inserted, false for one it updated
+-- (the updated version carries this transaction's id as the old one's locker), also when a concurrent put
+-- of the same name made it update after all.
+WITH put AS (
+    INSERT INTO conveyor_schedules (name, cron, tz, every, anchor, target, missed, catch_up, grace, overlap,
+                                    jitter, paused, source, next_at, paused_at, created_at, updated_at)
+    VALUES (%(name)s, %(cron)s, %(tz)s, %(every)s, %(anchor)s, %(target)s::json, %(missed)s, %(catch_up)s,
+            %(grace)s, %(overlap)s, %(jitter)s, %(paused)s, %(source)s, %(next_at)s, %(paused_at)s, %(now)s,
+            %(now)s)
+    ON CONFLICT (name) DO UPDATE SET
+        cron = excluded.cron, tz = excluded.tz, every = excluded.every, anchor = excluded.anchor,
+        target = excluded.target, missed = excluded.missed, catch_up = excluded.catch_up, grace = excluded.grace,
+        overlap = excluded.overlap, jitter = excluded.jitter, source = excluded.source, next_at = excluded.next_at,
+        updated_at = excluded.updated_at
+    RETURNING name, (xmax = 0) AS new
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, data)
+    SELECT %(now)s, %(event_kind)s, json_build_object('schedule', name, 'new', new) FROM put
+    RETURNING 1
+)
+SELECT new,
+       {wake_readers}
+FROM put;
+
+-- name: get_schedule
+SELECT {schedule_columns} FROM conveyor_schedules WHERE name = %(name)s;
+
+-- name: list_schedules
+SELECT {schedule_columns} FROM conveyor_schedules ORDER BY name;
+
+-- name: remove_schedule
+-- The schedule, its tick records and its `schedule_removed` event, in one statement. Its jobs stay: they
+-- are jobs like any other, pruned when they expire. Returns how many schedules it deleted (0 or 1).
+WITH gone AS (
+    DELETE FROM conveyor_schedules WHERE name = %(name)s
+    RETURNING name
+), forgotten AS (
+    DELETE FROM conveyor_schedule_ticks WHERE schedule IN (SELECT name FROM gone)
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, data)
+    SELECT %(now)s, %(event_kind)s, %(event_data)s::json FROM gone
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       {wake_readers}
+FROM logged;
+
+-- name: retire_schedules
+-- A worker's sync: schedules declared in code (source 'code') that its code declares no more (not in
+-- `keep`) are deleted with their tick records, each with a `schedule_removed` event ({"retired": true}).
+-- Stored ones (app.schedule at run time) are never retired. Returns their names. The rows are locked by
+-- name first: workers that start together all sync, and take the locks in one order (no deadlock).
+WITH gone AS (
+    DELETE FROM conveyor_schedules
+    WHERE name IN (SELECT name FROM conveyor_schedules
+                   WHERE source = 'code' AND name <> ALL(%(keep)s::text[])
+                   ORDER BY name
+                   FOR UPDATE)
+    RETURNING name
+), forgotten AS (
+    DELETE FROM conveyor_schedule_ticks WHERE schedule IN (SELECT name FROM gone)
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, data)
+    SELECT %(now)s, %(event_kind)s, json_build_object('schedule', name, 'retired', true) FROM gone
+    RETURNING 1
+)
+SELECT name,
+       {wake_readers}
+FROM gone;
+
+-- name: pause_schedule
+-- Pause (since now) or resume (next_at becomes the caller's first tick after now, so no burst of the
+-- ticks skipped meanwhile), with its `schedule_paused` / `schedule_resumed` event. No row changes if it
+-- already is so: no event. Returns how many events it wrote (0 or 1).
+WITH done AS (
+    UPDATE conveyor_schedules
+    SET paused = %(paused)s, paused_at = CASE WHEN %(paused)s THEN %(now)s END,
+        next_at = CASE WHEN %(paused)s THEN next_at ELSE coalesce(%(next_at)s, next_at) END, updated_at = %(now)s
+    WHERE name = %(name)s AND paused <> %(paused)s
+    RETURNING name
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, data)
+    SELECT %(now)s, %(event_kind)s, %(event_data)s::json FROM done
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       {wake_readers}
+FROM logged;
+
+-- name: due_schedules
+-- The schedules not paused whose next tick has come, the most overdue first, read in order straight off
+-- conveyor_schedules_due (partial: NOT paused, as this condition says); no scan, no sort.
+SELECT {schedule_columns} FROM conveyor_schedules
+WHERE NOT paused AND next_at <= %(now)s
+ORDER BY next_at, name
+LIMIT %(limit)s;
+
+-- name: advance_schedule
+-- fire's compare-and-set, the first statement of its transaction: next_at moves only if it still is
+-- `expected`, the value the caller planned from. A concurrent fire of the same schedule waits for this
+-- row's lock until this transaction ends, then re-reads the row and finds next_at moved: no row, and the
+-- store writes nothing else (another scheduler fired these ticks; or the schedule is gone). A paused
+-- schedule fires nothing: a pass that read it before pause_schedule committed writes nothing after.
+UPDATE conveyor_schedules SET next_at = %(next_at)s WHERE name = %(name)s AND next_at = %(expected)s AND NOT paused;
+
+-- name: record_ticks
+-- A fire's ticks, one record each (the arrays, in order), its outcome and the job it enqueues (NULL for
+-- none). A tick already recorded inserts nothing (the primary key): it is not returned, and the store
+-- enqueues nothing for it, whatever the compare-and-set said. Returns the tick_at of each tick recorded.
+INSERT INTO conveyor_schedule_ticks (schedule, tick_at, outcome, job_id, at, data)
+SELECT %(name)s, t.tick_at, t.outcome, t.job_id, %(now)s, t.data::json
+FROM unnest(%(tick_ats)s::float8[], %(outcomes)s::text[], %(job_ids)s::text[], %(data)s::text[])
+     AS t(tick_at, outcome, job_id, data)
+ON CONFLICT (schedule, tick_at) DO NOTHING
+RETURNING tick_at;
+
+-- name: set_tick_job
+-- A tick whose job's key was held by an unfinished job (enqueue returned that job instead of inserting
+-- one): its record names the job that holds the key.
+UPDATE conveyor_schedule_ticks SET job_id = %(job_id)s WHERE schedule = %(name)s AND tick_at = %(tick_at)s;
+
+-- name: fired
+-- After a fire's ticks were recorded and their jobs enqueued, in its transaction: the last tick that
+-- enqueued a job, and that job (if one did: last_job_id not NULL), and a `schedule_tick` event per tick
+-- recorded, in the order of `event_data` (JSON texts: rows.tick_row's data, decided in Python once the
+-- jobs are known).
+WITH updated AS (
+    UPDATE conveyor_schedules SET last_tick_at = %(last_tick_at)s, last_job_id = %(last_job_id)s
+    WHERE name = %(name)s AND %(last_job_id)s::text IS NOT NULL
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, data)
+    SELECT %(now)s, %(event_kind)s, e.data::json
+    FROM unnest(%(event_data)s::text[]) WITH ORDINALITY AS e(data, n)
+    ORDER BY e.n
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       {wake_readers}
+FROM logged;
+
+-- name: trim_ticks
+-- The audit trail is bounded: a fire keeps the newest `keep` tick records of its schedule and deletes the
+-- older ones, all found in one range of the primary key (a one-second schedule records 86,400 a day).
+DELETE FROM conveyor_schedule_ticks
+WHERE schedule = %(name)s
+  AND tick_at <= (SELECT tick_at FROM conveyor_schedule_ticks WHERE schedule = %(name)s
+                  ORDER BY tick_at DESC LIMIT 1 OFFSET %(keep)s);
+
+-- name: schedule_ticks
+-- A schedule's newest `limit` tick records, newest first: a range of the primary key read backwards.
+SELECT schedule, tick_at, outcome, job_id, at, data::text FROM conveyor_schedule_ticks
+WHERE schedule = %(name)s
+ORDER BY tick_at DESC
+LIMIT %(limit)s;

@@ -15,6 +15,7 @@ outcomes); what PostgreSQL adds is how it scales:
   events are numbered later, in an order no reader can be overtaken in, by the sequencer of
   events.py; switches and the worker registry are in operations.py; jobs' mailboxes, the release
   of ended waits and owners' notifications in waits.py; pipeline outcomes in pipelines.py;
+  schedules and their ticks in schedules.py;
 * the schema is built by the versioned ``.sql`` migrations in ``postgres/migrations``,
   applied under a transaction-scoped advisory lock, so concurrent ``conveyor migrate`` runs
   are safe; every statement lives in ``postgres/queries.sql``.
@@ -53,7 +54,7 @@ from ...job import Job, NewJob, Priority, Status
 from ...outcome import NextStage
 from ..base import JobQuery, Outcome, OutcomeKind, Report
 from ..columns import insert_params, insert_row, new_job_record, row_to_job
-from ..rows import enqueued_rows, finish_params, list_params
+from ..rows import enqueued_rows, list_params
 from . import pipelines
 from .connections import (
     Connection,
@@ -66,6 +67,7 @@ from .connections import (
 )
 from .events import EventLogMixin, Waker
 from .operations import OperationsMixin
+from .schedules import SchedulesMixin
 from .schema import SchemaMixin, queries
 from .waits import WaitsMixin
 
@@ -80,13 +82,6 @@ _NO_DATA = encode_data(None)
 #: The event parameters of a claim or start: ``started``, no data (the worker is in the event's
 #: worker_id column, as rows.started_rows writes it on SQLite).
 _STARTED = {"event_kind": EventKind.STARTED.value, "event_data": _NO_DATA}
-
-
-def _finish_params(report: Report, now: float, notify: bool) -> dict[str, Any]:
-    """A ``finish_*`` statement's parameters (rows.finish_params), its event's kind and data, and
-    whether it wakes readers."""
-    kind, data = outcome_event(report.outcome)
-    return finish_params(report, now) | {"event_kind": kind.value, "event_data": data, "wake": notify}
 
 
 def _events_of(batch: Sequence[Report]) -> dict[str, Any]:
@@ -111,7 +106,7 @@ def _copied(jobs: Sequence[NewJob]) -> bool:
     return len(jobs) > 1 and all(new.key is None for new in jobs)
 
 
-class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin, WaitsMixin):
+class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin, WaitsMixin, SchedulesMixin):
     """A job store in a PostgreSQL database: the jobs in ``conveyor_jobs``, their events in
     ``conveyor_events``, named locks, switches, the worker registry, jobs' mailboxes and owners'
     notifications beside them.
@@ -419,8 +414,9 @@ class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin, WaitsMixin):
         """Successes, the common case, in one statement; any other plain outcome (or a success
         guarded by ``lease_before``) in one of its own, all sent in one pipeline (one round trip
         however many there are). Each report is atomic on its own (its outcome and its event, in one
-        statement): no report depends on another. A pipeline's outcome, or one with a chained job or
-        a notice, then goes in a transaction of its own (pipelines.finish)."""
+        statement): no report depends on another. A pipeline's move to its next stage is one such
+        statement (finish_advanced); a pipeline's end, a move to a message wait, or an outcome with a
+        chained job or a notice then goes in a transaction of its own (pipelines.finish)."""
         q = queries()
         succeeded: list[int] = []
         others: list[int] = []
@@ -452,7 +448,7 @@ class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin, WaitsMixin):
                 each = []
                 for i in others:
                     statement = q[pipelines.statement(reports[i].outcome)]
-                    each.append((i, conn.execute(statement, _finish_params(reports[i], now, notify))))
+                    each.append((i, conn.execute(statement, pipelines.statement_params(reports[i], now, notify))))
             # the pipeline, if any, is synced here: every statement's result has arrived
             if many is not None:
                 written = {row[0] for row in many.fetchall()}

@@ -266,6 +266,7 @@ SELECT {job_columns} FROM conveyor_jobs
 WHERE (:queue IS NULL OR queue = :queue)
   AND (:status IS NULL OR status = :status)
   AND (:task IS NULL OR task = :task)
+  AND (:scheduled_by IS NULL OR scheduled_by = :scheduled_by)  -- every run of a schedule
   AND (:id_prefix IS NULL OR substr(id, 1, length(:id_prefix)) = :id_prefix)  -- `conveyor job 3f2a`
   AND (:due_before IS NULL OR scheduled_at <= :due_before)
   AND (:due_after IS NULL OR scheduled_at > :due_after)
@@ -599,8 +600,11 @@ GROUP BY q.queue
 HAVING due <= :now;
 
 -- name: destroy_all
--- Run in one transaction: every job, lock, event, switch, worker, message and notification.
--- sqlite_sequence keeps the event and notification numbers' high marks, so none is given out again.
+-- Run in one transaction: every job, lock, event, switch, worker, message, notification, schedule and
+-- tick record. sqlite_sequence keeps the event and notification numbers' high marks, so none is given
+-- out again.
+DELETE FROM conveyor_schedules;
+DELETE FROM conveyor_schedule_ticks;
 DELETE FROM conveyor_jobs;
 DELETE FROM conveyor_messages;
 DELETE FROM conveyor_notifications;
@@ -608,3 +612,110 @@ DELETE FROM conveyor_locks;
 DELETE FROM conveyor_events;
 DELETE FROM conveyor_switches;
 DELETE FROM conveyor_workers;
+
+-- schedules ---------------------------------------------------------------------------------------------
+-- conveyor/backends/sqlite/schedules.py runs these. What to fire is decided in Python (conveyor.scheduling);
+-- fire writes it in one producer (synced) transaction: advance_schedule, record_ticks, the jobs (insert, as
+-- enqueue), fired, trim_ticks, and the events (insert_event).
+
+-- name: schedule_columns
+-- a fragment: a schedule's columns, in the order of conveyor.backends.rows.SCHEDULE_COLUMNS (row_to_schedule).
+name, cron, tz, every, anchor, target, missed, catch_up, grace, overlap, jitter, paused, source, next_at,
+last_tick_at, last_job_id, paused_at, created_at, updated_at
+
+-- name: put_schedule
+-- A new schedule, or the new spec, target, policies, next_at and source of the one of that name: its tick
+-- history, last tick and job, created_at, and whether (and since when) it is paused stay as they were (a
+-- worker's sync must not resume what a user paused). The store reads get_schedule first, under the same
+-- write lock, to tell a new one (its `schedule_put` event says which).
+INSERT INTO conveyor_schedules (name, cron, tz, every, anchor, target, missed, catch_up, grace, overlap, jitter,
+                                paused, source, next_at, paused_at, created_at, updated_at)
+VALUES (:name, :cron, :tz, :every, :anchor, :target, :missed, :catch_up, :grace, :overlap, :jitter, :paused,
+        :source, :next_at, :paused_at, :now, :now)
+ON CONFLICT (name) DO UPDATE SET
+    cron = excluded.cron, tz = excluded.tz, every = excluded.every, anchor = excluded.anchor,
+    target = excluded.target, missed = excluded.missed, catch_up = excluded.catch_up, grace = excluded.grace,
+    overlap = excluded.overlap, jitter = excluded.jitter, source = excluded.source, next_at = excluded.next_at,
+    updated_at = excluded.updated_at;
+
+-- name: get_schedule
+SELECT {schedule_columns} FROM conveyor_schedules WHERE name = :name;
+
+-- name: list_schedules
+-- By name (the primary key's order: no sort).
+SELECT {schedule_columns} FROM conveyor_schedules ORDER BY name;
+
+-- name: remove_schedule
+-- The schedule; its tick records go too (delete_schedule_ticks), in the same transaction. Its jobs stay:
+-- they are jobs like any other, pruned when they expire.
+DELETE FROM conveyor_schedules WHERE name = :name;
+
+-- name: delete_schedule_ticks
+-- only in this dialect: PostgreSQL deletes them in remove_schedule's and retire_schedules' own statements (a
+-- data-modifying CTE); here the store runs this after them, in the same transaction.
+-- The tick records of schedules just deleted (:names, a JSON array), each a range of the primary key.
+DELETE FROM conveyor_schedule_ticks WHERE schedule IN (SELECT value FROM json_each(:names));
+
+-- name: retire_schedules
+-- A worker's sync: schedules declared in code (source 'code') that its code declares no more (not in
+-- :keep, a JSON array) are deleted, their tick records after them (delete_schedule_ticks). Stored ones
+-- (app.schedule at run time) are never retired. Returns their names.
+DELETE FROM conveyor_schedules
+WHERE source = 'code' AND name NOT IN (SELECT value FROM json_each(:keep))
+RETURNING name;
+
+-- name: pause_schedule
+-- Pause (:paused 1: since :now) or resume (:paused 0: next_at becomes :next_at, the caller's first tick
+-- after now, so no burst of the ticks skipped meanwhile). No row changes if it already is so: no event.
+UPDATE conveyor_schedules
+SET paused = :paused, paused_at = CASE WHEN :paused THEN :now END,
+    next_at = CASE WHEN :paused THEN next_at ELSE coalesce(:next_at, next_at) END, updated_at = :now
+WHERE name = :name AND paused <> :paused;
+
+-- name: due_schedules
+-- The schedules not paused whose next tick has come, the most overdue first, read in order straight off
+-- conveyor_schedules_due (partial: paused = 0, as this condition says); no scan, no sort.
+SELECT {schedule_columns} FROM conveyor_schedules
+WHERE paused = 0 AND next_at <= :now
+ORDER BY next_at, name
+LIMIT :limit;
+
+-- name: advance_schedule
+-- fire's compare-and-set, its first statement: next_at moves only if it still is :expected, the value the
+-- caller planned from. No row: another scheduler fired these ticks first (or the schedule is gone), and
+-- the store writes nothing else. SQLite's write lock makes the test and the write one step. A paused
+-- schedule fires nothing: a pass that read it before pause_schedule committed writes nothing after.
+UPDATE conveyor_schedules SET next_at = :next_at WHERE name = :name AND next_at = :expected AND NOT paused;
+
+-- name: record_ticks
+-- One tick's record (one execution per tick: a local call costs no round trip): its outcome, the job it
+-- enqueues (NULL for none), :data JSON text. A tick already recorded changes no row (the primary key):
+-- the store then enqueues nothing for it, whatever the compare-and-set said.
+INSERT INTO conveyor_schedule_ticks (schedule, tick_at, outcome, job_id, at, data)
+VALUES (:name, :tick_at, :outcome, :job_id, :now, :data)
+ON CONFLICT (schedule, tick_at) DO NOTHING;
+
+-- name: set_tick_job
+-- A tick whose job's key was held by an unfinished job (enqueue returned that job instead of inserting
+-- one): its record names the job that holds the key.
+UPDATE conveyor_schedule_ticks SET job_id = :job_id WHERE schedule = :name AND tick_at = :tick_at;
+
+-- name: fired
+-- After a fire's ticks were recorded and their jobs enqueued, in its transaction: the last tick that
+-- enqueued a job, and that job (the `conveyor schedules` listing, the overlap test's previous job).
+UPDATE conveyor_schedules SET last_tick_at = :last_tick_at, last_job_id = :last_job_id WHERE name = :name;
+
+-- name: trim_ticks
+-- The audit trail is bounded: a fire keeps the newest :keep tick records of its schedule and deletes the
+-- older ones, all found in one range of the primary key (a one-second schedule records 86,400 a day).
+DELETE FROM conveyor_schedule_ticks
+WHERE schedule = :name
+  AND tick_at <= (SELECT tick_at FROM conveyor_schedule_ticks WHERE schedule = :name
+                  ORDER BY tick_at DESC LIMIT 1 OFFSET :keep);
+
+-- name: schedule_ticks
+-- A schedule's newest :limit tick records, newest first: a range of the primary key read backwards.
+SELECT schedule, tick_at, outcome, job_id, at, data FROM conveyor_schedule_ticks
+WHERE schedule = :name
+ORDER BY tick_at DESC
+LIMIT :limit;

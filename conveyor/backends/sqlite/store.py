@@ -8,7 +8,8 @@ worker's own bookkeeping does not (docs/sqlite.md). Each thread gets its own con
 workers watch ``PRAGMA data_version``, which changes whenever another connection commits.
 Every statement is in queries.sql; the schema is built by migrations/NNNN_*.sql. The event log,
 the switches and the worker registry are in operations.py, outcomes in outcomes.py, waits and the
-mailbox in waits.py, notifications in notifications.py (each a part of this class).
+mailbox in waits.py, notifications in notifications.py, schedules in schedules.py (each a part of
+this class).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .operations import SQLiteOperations
 from .options import DEFAULT_BUSY_TIMEOUT, SQLiteOptions
 from .outcomes import SQLiteOutcomes
 from .pipeline_rows import stage_params
+from .schedules import SQLiteSchedules
 from .waits import SQLiteWaits
 from .writers import WritersQueue
 
@@ -51,7 +53,7 @@ def _queue_params(queues: Sequence[str]) -> tuple[str, dict[str, str]]:
     return ", ".join(f":{name}" for name in names), dict(zip(names, queues, strict=True))
 
 
-class SQLiteBackend(SQLiteOutcomes, SQLiteWaits, SQLiteNotifications, SQLiteOperations):
+class SQLiteBackend(SQLiteOutcomes, SQLiteWaits, SQLiteNotifications, SQLiteSchedules, SQLiteOperations):
     """A job store in one SQLite file. ``path`` ':memory:' is refused: workers need a file.
 
     ``durable``: producer commits (enqueue, cancel, requeue, prune) wait for the fsync of the log,
