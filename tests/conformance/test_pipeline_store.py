@@ -512,3 +512,15 @@ def test_destroy_all_empties_the_mailboxes_and_notifications(backend: Backend) -
     assert backend.messages("b") == []
     running(backend, "b")
     assert backend.send_message("b", message("m"), T0 + 3) is Delivery.STORED  # the id is free again
+
+
+def test_a_plain_batch_reads_back_as_the_record_enqueue_returned(backend: Backend) -> None:
+    """SQLite binds only a plain job's own columns (insert_plain): every other column's default
+    must be what a NewJob's default says, so the job reads back as the record enqueue returned."""
+    from conveyor.backends.columns import is_plain
+
+    jobs = [new("p1"), new("p2", key=None), msgspec.structs.replace(new("p3"), timeout=5.0, result_ttl=60.0)]
+    assert all(is_plain(job) for job in jobs)
+    returned = backend.enqueue(jobs, T0)
+    assert [stored(backend, job.id) for job in jobs] == returned
+    assert not is_plain(pipeline("p4")) and not is_plain(msgspec.structs.replace(new("p5"), owner="ann"))

@@ -30,7 +30,7 @@ from ...job import Job, NewJob, Priority, Status
 from ...outcome import NextStage
 from .. import sql_files
 from ..base import JobQuery
-from ..columns import insert_row, new_job_record, row_to_job
+from ..columns import insert_plain_row, insert_row, is_plain, new_job_record, row_to_job
 from ..rows import list_params
 from . import event_writes, schema
 from .errors import translated
@@ -235,12 +235,16 @@ class SQLiteBackend(SQLiteOutcomes, SQLiteWaits, SQLiteNotifications, SQLiteSche
         """Insert in the open transaction, with an ``enqueued`` event per job inserted: a batch
         without keys in one executemany (the common, fast case); row by row where keys must be
         looked up, an id is taken, or there is one job (whose IntegrityError already names the
-        taken id: no savepoint needed). A key held by an unfinished job returns it, no event."""
+        taken id: no savepoint needed). A key held by an unfinished job returns it, no event. Plain
+        jobs bind only the columns they set (``insert_plain``)."""
         insert = self._sql["insert"]
         if len(jobs) > 1 and all(new.key is None for new in jobs):
             conn.execute(self._sql["savepoint"])
             try:
-                conn.executemany(insert, [insert_row(new, now) for new in jobs])
+                if all(is_plain(new) for new in jobs):
+                    conn.executemany(self._sql["insert_plain"], [insert_plain_row(new, now) for new in jobs])
+                else:
+                    conn.executemany(insert, [insert_row(new, now) for new in jobs])
             except sqlite3.IntegrityError:
                 conn.execute(self._sql["rollback_to_savepoint"])  # find the taken id below
             else:
