@@ -264,6 +264,13 @@ FROM logged;
 -- changed, in the same statement: a report that is refused (stale token) writes no event. The
 -- statement returns `written`, the number of events written: 1 if the outcome was written.
 
+-- name: current_run
+-- a fragment: the fence of every finish_* statement, written {current_run}: the run's job, by its id
+-- and token, still running; with lease_before (the leader's rescue) only if its lease ran out before
+-- that time, so a worker that renewed it keeps its job.
+id = %(id)s AND token = %(token)s AND status = 'running'
+  AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+
 -- name: finish_succeeded
 -- `results` gains this stage's result: the JSON text is spliced, so it stays verbatim.
 WITH done AS (
@@ -273,8 +280,7 @@ WITH done AS (
                         ELSE left(results::text, -1) || ',' || %(result)s || ']' END)::json,
         error = NULL, exit_code = 0, progress = 100, finished_at = %(now)s, expires_at = %(now)s + result_ttl,
         token = NULL, lease_expires_at = NULL
-    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-      AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+    WHERE {current_run}
     RETURNING id, task, queue, attempts, worker_id
 ), {log_done}
 
@@ -314,8 +320,7 @@ WITH done AS (
     UPDATE conveyor_jobs
     SET status = 'failed', error = %(error)s::json, exit_code = %(exit_code)s, finished_at = %(now)s,
         expires_at = %(now)s + result_ttl, token = NULL, lease_expires_at = NULL
-    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-      AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+    WHERE {current_run}
     RETURNING id, task, queue, attempts, worker_id
 ), {log_done}
 
@@ -325,8 +330,7 @@ WITH done AS (
     UPDATE conveyor_jobs
     SET status = 'queued', error = %(error)s::json, exit_code = %(exit_code)s, retries = retries + 1,
         scheduled_at = %(retry_at)s, token = NULL, lease_expires_at = NULL
-    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-      AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+    WHERE {current_run}
     RETURNING id, task, queue, attempts, worker_id
 ), {log_done}
 
@@ -338,8 +342,7 @@ WITH done AS (
     UPDATE conveyor_jobs
     SET status = 'queued', token = NULL, lease_expires_at = NULL,
         scheduled_at = coalesce(%(retry_at)s::float8, scheduled_at), error = coalesce(%(error)s::json, error)
-    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-      AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+    WHERE {current_run}
     RETURNING id, task, queue, attempts, worker_id
 ), {log_done}
 
@@ -348,8 +351,7 @@ WITH done AS (
 -- (the leader fails a job rescued too often, as a poison job).
 WITH done AS (
     UPDATE conveyor_jobs SET status = 'queued', rescues = rescues + 1, token = NULL, lease_expires_at = NULL
-    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-      AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+    WHERE {current_run}
     RETURNING id, task, queue, attempts, worker_id
 ), {log_done}
 
@@ -358,8 +360,7 @@ WITH done AS (
 -- last word on it.
 WITH done AS (
     DELETE FROM conveyor_jobs
-    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-      AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+    WHERE {current_run}
     RETURNING id, task, queue, attempts, worker_id
 ), mailbox AS (
     DELETE FROM conveyor_messages WHERE job_id IN (SELECT id FROM done)
@@ -382,8 +383,7 @@ WITH done AS (
         waiting_for = %(waiting_for)s, deadline = %(deadline)s, results = %(results)s::json,
         stage_log = %(stage_log)s::json, inbox = NULL, progress = 0, progress_message = '', token = NULL,
         lease_expires_at = NULL, retries = retries + %(retried)s, error = %(error)s::json, exit_code = %(exit_code)s
-    WHERE id = %(id)s AND token = %(token)s AND status = 'running'
-      AND (%(lease_before)s::float8 IS NULL OR lease_expires_at < %(lease_before)s)
+    WHERE {current_run}
     RETURNING id, task, queue, attempts, worker_id
 ), {log_done}
 

@@ -184,29 +184,33 @@ WHERE id = :id AND token = :token AND status = 'running';
 -- The store appends the events of the reports actually written (row count 1) in one executemany of
 -- copy_job_event (no RETURNING: SQLite's costs a few microseconds per statement, measured).
 
+-- name: current_run
+-- a fragment: the fence of every finish_* statement, written {current_run}: the run's job, by its id
+-- and token, still running; with lease_before (the leader's rescue) only if its lease ran out before
+-- that time, so a worker that renewed it keeps its job.
+id = :id AND token = :token AND status = 'running'
+  AND (:lease_before IS NULL OR lease_expires_at < :lease_before)
+
 -- name: finish_succeeded
 -- `results` gains this stage's result as JSON (json() keeps the encoded text's values and order).
 UPDATE conveyor_jobs
 SET status = 'succeeded', result = :result, results = json_insert(results, '$[#]', json(:result)),
     error = NULL, exit_code = 0, progress = 100, finished_at = :now, expires_at = :now + result_ttl,
     token = NULL, lease_expires_at = NULL
-WHERE id = :id AND token = :token AND status = 'running'
-  AND (:lease_before IS NULL OR lease_expires_at < :lease_before);
+WHERE {current_run};
 
 -- name: finish_failed
 UPDATE conveyor_jobs
 SET status = 'failed', error = :error, exit_code = :exit_code, finished_at = :now,
     expires_at = :now + result_ttl, token = NULL, lease_expires_at = NULL
-WHERE id = :id AND token = :token AND status = 'running'
-  AND (:lease_before IS NULL OR lease_expires_at < :lease_before);
+WHERE {current_run};
 
 -- name: finish_retry
 -- Queued again at :retry_at with one retry used; the error stays readable until the next run ends.
 UPDATE conveyor_jobs
 SET status = 'queued', error = :error, exit_code = :exit_code, retries = retries + 1,
     scheduled_at = :retry_at, token = NULL, lease_expires_at = NULL
-WHERE id = :id AND token = :token AND status = 'running'
-  AND (:lease_before IS NULL OR lease_expires_at < :lease_before);
+WHERE {current_run};
 
 -- name: finish_released
 -- Handed back, no retry used: by a stopping worker (due again at once, in its old place in line), or
@@ -215,21 +219,18 @@ WHERE id = :id AND token = :token AND status = 'running'
 UPDATE conveyor_jobs
 SET status = 'queued', token = NULL, lease_expires_at = NULL,
     scheduled_at = coalesce(:retry_at, scheduled_at), error = coalesce(:error, error)
-WHERE id = :id AND token = :token AND status = 'running'
-  AND (:lease_before IS NULL OR lease_expires_at < :lease_before);
+WHERE {current_run};
 
 -- name: finish_rescued
 -- Its worker died (the lease ran out): queued again as it was, no retry used, one more rescue
 -- counted so a job that kills every worker can be failed as poison.
 UPDATE conveyor_jobs SET status = 'queued', rescues = rescues + 1, token = NULL, lease_expires_at = NULL
-WHERE id = :id AND token = :token AND status = 'running'
-  AND (:lease_before IS NULL OR lease_expires_at < :lease_before);
+WHERE {current_run};
 
 -- name: finish_discarded
 -- Returns what its `discarded` event copies from the job, which is gone once the statement ends.
 DELETE FROM conveyor_jobs
-WHERE id = :id AND token = :token AND status = 'running'
-  AND (:lease_before IS NULL OR lease_expires_at < :lease_before)
+WHERE {current_run}
 RETURNING seq, task, queue, attempts, worker_id;
 
 -- name: finish_advanced
@@ -244,8 +245,7 @@ SET stage = :stage, task = :task, queue = :queue, args = :args, kwargs = :kwargs
     deadline = :deadline, results = :results, stage_log = :stage_log, inbox = NULL, progress = 0,
     progress_message = '', token = NULL, lease_expires_at = NULL, retries = retries + :retried,
     error = :error, exit_code = :exit_code
-WHERE id = :id AND token = :token AND status = 'running'
-  AND (:lease_before IS NULL OR lease_expires_at < :lease_before);
+WHERE {current_run};
 
 -- name: record_stages
 -- A pipeline's last outcome (SUCCEEDED or FAILED with a record), after its finish_* was written, in the
