@@ -34,6 +34,8 @@ from .messages import Delivery, Notification, StoredMessage
 from .operations import QueueInfo, Switches, WorkerInfo, WorkerState
 from .refs import Cond, Ref, TemplateError
 from .schedule_types import Missed, Overlap, ScheduleRecord, Source, TickOutcome, TickRecord
+from .service_types import ServiceAction, ServiceRecord, ServiceStatus
+from .services import Service, ServiceContext, ServiceNotFound, UnknownService
 from .stages import Message, Pipeline, Step, Timer
 from .subscription import Subscription
 from .task import Signature, Task
@@ -72,6 +74,12 @@ __all__ = [
     "Retry",
     "ScheduleNotFound",
     "ScheduleRecord",
+    "Service",
+    "ServiceAction",
+    "ServiceContext",
+    "ServiceNotFound",
+    "ServiceRecord",
+    "ServiceStatus",
     "Signature",
     "Source",
     "Status",
@@ -86,6 +94,7 @@ __all__ = [
     "TickOutcome",
     "TickRecord",
     "Timer",
+    "UnknownService",
     "Worker",
     "WorkerInfo",
     "WorkerOptions",

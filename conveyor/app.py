@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 
-from . import operations, pipeline
+from . import operations, pipeline, tracing
+from .app_accounts import AccountsMixin
 from .app_pipelines import PipelinesMixin
 from .app_schedules import SchedulesMixin
+from .app_services import ServicesMixin
 from .backends import describe_url, open_backend
 from .backends.base import Backend, JobQuery
 from .errors import InvalidTransition, JobNotFound
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from .locks import Lock
     from .schedule_types import ScheduleRecord
     from .scheduler import Repeat
+    from .services import Service
     from .stages import Pipeline
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,7 +64,7 @@ def choose_url(flag: str | None = None, code_url: str | None = None) -> tuple[st
     return DEFAULT_URL, DEFAULT
 
 
-class App(PipelinesMixin, SchedulesMixin):
+class App(PipelinesMixin, SchedulesMixin, ServicesMixin, AccountsMixin):
     """A set of tasks bound to one store.
 
     ``url``: the store given in code, kept as ``code_url``. The store used (``url``) is the first of:
@@ -114,6 +117,7 @@ class App(PipelinesMixin, SchedulesMixin):
         self.pipelines: dict[str, Pipeline] = {}  #: pipelines declared with a name, to enqueue by name
         self.periodic_schedules: dict[str, ScheduleRecord] = {}  #: declared in code (@app.periodic), synced by workers
         self.repeats: dict[str, Repeat] = {}  #: @app.repeat functions, run by each worker of this app
+        self.service_defs: dict[str, Service] = {}  #: @app.service declarations; workers run their replicas
         self._backend: Backend | None = None
 
     def __repr__(self) -> str:
@@ -210,10 +214,12 @@ class App(PipelinesMixin, SchedulesMixin):
 
     def enqueue_jobs(self, new_jobs: Sequence[NewJob], now: float, *, connection: Any = None) -> list[JobHandle]:
         """Store jobs built and checked at ``now`` (``Signature.to_new_job``, ``Pipeline.to_new_job``)
-        in one transaction, run them at once in eager mode; the common end of every enqueue."""
+        in one transaction, run them at once in eager mode; the common end of every enqueue, so the one
+        place an enqueue's spans are made (conveyor.tracing)."""
         if connection is not None and self.is_eager:
             raise ValueError("eager mode cannot run a job enqueued inside your own transaction (connection=)")
-        stored = self.backend.enqueue(new_jobs, now, connection=connection)
+        # with OpenTelemetry and an active span: a producer span per job, its context carried in the job
+        stored = tracing.enqueue(new_jobs, lambda: self.backend.enqueue(new_jobs, now, connection=connection))
         if self.is_eager:
             stored = [self._run_eagerly(job) for job in stored]
         return [JobHandle(self, job) for job in stored]
@@ -277,11 +283,15 @@ class App(PipelinesMixin, SchedulesMixin):
         offset: int = 0,
         *,
         scheduled_by: str | None = None,
+        owner: str | None = None,
+        search: str | None = None,
     ) -> list[Job]:
-        """Jobs matching every filter given, newest first (``scheduled_by``: the runs of a schedule)."""
+        """Jobs matching every filter given, newest first (``scheduled_by``: the runs of a schedule;
+        ``owner``: the jobs of that owner; ``search``: text in the arguments, or an id prefix)."""
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must be >= 0")
-        query = JobQuery(queue=queue, task=task, scheduled_by=scheduled_by, limit=limit, offset=offset)
+        query = JobQuery(queue=queue, task=task, scheduled_by=scheduled_by, owner=owner, search=search or None,
+                         limit=limit, offset=offset)  # fmt: skip
         if status is not None:
             wanted = Status(status)
             query.status = Status.QUEUED if wanted in (Status.QUEUED, Status.SCHEDULED) else wanted

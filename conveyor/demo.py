@@ -7,7 +7,9 @@ supervisor with two worker processes) on the same file, follows the store with
 a live progress bar, pays the orders, stops the workers with SIGTERM (graceful)
 and prints what ran, retried and failed. Meanwhile both worker processes fire
 the ticks of a schedule declared in code (``conveyor.demo_schedules``), one job
-per tick. No server is needed: the store is the file.
+per tick, and one of them runs a long-running service, reloaded partway with a
+new parameter and handed back at the stop (``conveyor.demo_services``). No
+server is needed: the store is the file.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from . import demo_orders, demo_schedules
+from . import demo_orders, demo_schedules, demo_services
 from . import demo_tasks as tasks
 from .app import App
 from .job import Job, Priority, Status
@@ -104,6 +106,7 @@ class _Demo:
         self.keep = keep
         self.orders = demo_orders.Orders(app)
         self.ticker = demo_schedules.Ticker(app)
+        self.feed = demo_services.Feed(app, workdir)
         self.workdir = workdir
         self.console = console
         self.log_path = workdir / "workers.log"
@@ -121,6 +124,7 @@ class _Demo:
         early = self.orders.pay(demo_orders.EARLY)
         console.print(f"sent order {demo_orders.EARLY}'s payment before any worker started: {early.value.upper()}, "
                       "kept in its mailbox until the order gets to its Message('payment') stage")  # fmt: skip
+        console.print(self.feed.start())
         with self.log_path.open("wb") as log:
             workers = self._start_workers(log)
             try:
@@ -208,13 +212,22 @@ class _Demo:
         """Read the store every POLL seconds and redraw; True once every job has finished."""
         limit = FINISH_WITHIN + PER_JOB * self.total
         deadline = time.monotonic() + limit
+        jobs_done_at: float | None = None  # the service's reloaded run may need a moment more
         while True:
             snapshot = self._snapshot()
             progress.update(bar, completed=snapshot.finished)
             orders = self.orders.step()
-            live.update(Group(progress, _status_line(snapshot), *_report_lines(snapshot), *orders, self.ticker.live()))
+            feed = self.feed.step()
+            live.update(Group(progress, _status_line(snapshot), *_report_lines(snapshot), *orders, self.ticker.live(),
+                              feed))  # fmt: skip
             if snapshot.finished >= self.total:
-                return True
+                jobs_done_at = jobs_done_at or time.monotonic()
+                if self.feed.done():
+                    return True
+                if time.monotonic() - jobs_done_at > demo_services.WAIT_AFTER_JOBS:  # the summary says what is wrong
+                    self.console.print(f"[red]{self.feed.waiting_for()} {demo_services.WAIT_AFTER_JOBS:g} s after "
+                                       "the jobs finished[/red]")  # fmt: skip
+                    return True
             if workers.poll() is not None:
                 self.console.print(f"[red]the worker supervisor exited early, code {workers.returncode}[/red]")
                 return False
@@ -248,22 +261,22 @@ class _Demo:
         self._notes(by_task)
         orders_ok = self.orders.summary(self.console, self.keep)
         ticker_ok = self.ticker.summary(self.console, self.keep)
+        feed_ok = self.feed.summary(self.console, self.keep)
         wall = time.monotonic() - self.started
         self.console.print(f"[bold]{len(jobs)} jobs in {wall:.1f} s[/bold] ({len(jobs) / wall:.0f} jobs/s overall, "
                            "including worker start-up, the delayed jobs' wait and the graceful stop)")  # fmt: skip
 
         expected_failures = sum("corrupt" in name for name in CSV_FILES)
         failed = [j for j in jobs if j.status is not Status.SUCCEEDED]
-        ok = (
-            len(jobs) == self.total
-            and len(failed) == expected_failures
-            and all(j.task == tasks.IMPORT for j in failed)
-            and orders_ok
-            and ticker_ok
+        jobs_ok = (
+            len(jobs) == self.total and len(failed) == expected_failures and all(j.task == tasks.IMPORT for j in failed)
         )
-        if not ok:
+        if not jobs_ok:
             self.console.print(f"[red]unexpected outcome: {len(jobs)} of {self.total} jobs found, "
                                f"{len(failed)} not succeeded (expected {expected_failures})[/red]")  # fmt: skip
+            return 1
+        if not (orders_ok and ticker_ok and feed_ok):
+            self.console.print("[red]unexpected outcome: see the lines in red above[/red]")
             return 1
         return 0
 

@@ -7,12 +7,18 @@ mends a transient failure, a failure that no retry mends, a high-priority
 job and a delayed one; ``order``, a pipeline (docs/pipelines.md) whose
 stages pass results on and wait for a payment message and on a timer; and
 ``tick``, declared with ``@app.periodic`` (docs/schedules.md): the worker
-processes put its schedule into the store when they start, and fire its ticks.
+processes put its schedule into the store when they start, and fire its ticks;
+and ``price_feed``, a long-running service (``@app.service``, docs/services.md)
+that one worker process runs at a time, writing a line per beat to a file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import random
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +27,7 @@ from .app import App
 from .context import current_job
 from .job import Priority
 from .refs import Ref
+from .services import ServiceContext
 from .stages import Message, Timer
 
 app = App(lease=10.0)
@@ -143,3 +150,47 @@ def tick() -> str:
     tick, ahead of the bulk."""
     tick_at = current_job().job.tick_at
     return "tick" if tick_at is None else f"tick {datetime.fromtimestamp(tick_at, UTC):%H:%M:%S}"
+
+
+# a service (docs/services.md) --------------------------------------------------------------------------
+FEED = "price_feed"  #: the service, and the name of the demo's instance of it
+FEED_LEASE = 3.0  #: seconds a worker holds the replica between renewals (renewed every lease / 6)
+FEED_GRACE = 1.0  #: seconds a stop may take before the run is killed (at most lease / 3)
+BEAT_EVERY = 0.25  #: seconds between beats
+SYMBOL = "EUR/USD"  #: what the feed follows unless told otherwise
+
+
+@app.service(lease=FEED_LEASE, grace=FEED_GRACE)
+def price_feed(ctx: ServiceContext, beats: str, symbol: str = SYMBOL) -> None:
+    """Runs until asked to stop, on one worker process at a time: appends a line to the file ``beats``
+    when it starts, every BEAT_EVERY s while it runs (its pid, generation and ``symbol``), and when it
+    ends. It waits on its "connection" (``ctx.resource``) between beats; the on_stop hook hangs it up."""
+    _write(beats, ctx, "start", symbol)
+    hung_up: threading.Event = ctx.resource
+    while not hung_up.wait(BEAT_EVERY):
+        _write(beats, ctx, "beat", symbol)
+    _write(beats, ctx, "end", symbol)
+
+
+@price_feed.context
+def _connect(ctx: ServiceContext) -> contextlib.nullcontext[threading.Event]:
+    """Each run's stand-in for a connection to a price feed (``ctx.resource``): an Event the run waits
+    on between beats, set when the connection is hung up."""
+    return contextlib.nullcontext(threading.Event())
+
+
+@price_feed.on_stop
+def _hang_up(ctx: ServiceContext) -> None:
+    """Called when a stop is asked (reload, the worker stopping, ...): note it, and hang up the
+    connection, so the run returns at once instead of at its next beat."""
+    _write(str(ctx.params["beats"]), ctx, "on_stop", str(ctx.params.get("symbol", SYMBOL)), why=ctx.why)
+    if ctx.resource is not None:
+        ctx.resource.set()
+
+
+def _write(path: str, ctx: ServiceContext, what: str, symbol: str, why: str | None = None) -> None:
+    """One JSON line, appended in a single write (O_APPEND): the file's order is the order they happened."""
+    line = {"t": time.time(), "what": what, "pid": os.getpid(), "worker": ctx.worker_id,
+            "generation": ctx.generation, "run": ctx.token[:8], "symbol": symbol, "why": why}  # fmt: skip
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(json.dumps(line) + "\n")

@@ -47,6 +47,19 @@ class EventKind(enum.StrEnum):
     SCHEDULE_REMOVED = "schedule_removed"  #: data: schedule
     SCHEDULE_PAUSED = "schedule_paused"  #: data: schedule
     SCHEDULE_RESUMED = "schedule_resumed"  #: data: schedule
+    # services (docs/services.md; no job: task = the service, queue = its queue, data: service = the
+    # instance, replica)
+    SERVICE_CREATED = "service_created"  #: an instance was made (data: replicas, source)
+    SERVICE_REMOVED = "service_removed"
+    SERVICE_REQUESTED = "service_requested"  #: a user asked it to start, stop, restart or reload (data: action)
+    SERVICE_ASSIGNED = "service_assigned"  #: a worker took a replica (data: worker_id; from: whose lease ran out)
+    SERVICE_STARTED = "service_started"  #: its function started (data: worker_id, generation)
+    SERVICE_STOPPED = "service_stopped"  #: it stopped on request (data: why)
+    SERVICE_HANDED_BACK = "service_handed_back"  #: its worker let it go for another run (data: why: reload,
+    #: worker stopping, store unreachable, ...)
+    SERVICE_CRASHED = "service_crashed"  #: its function raised or returned unasked; restarted after a back-off
+    #: (data: error, restart_at, crashes)
+    SERVICE_FAILED = "service_failed"  #: it crashed too often: FAILED until started again (data: error, crashes)
     # operations (no job)
     QUEUE_PAUSED = "queue_paused"
     QUEUE_RESUMED = "queue_resumed"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from . import codec, context
+from . import codec, context, tracing
 from .errors import Discard, Retry
 from .job import ExitCode, Job, JobError
 from .outcome import Outcome, OutcomeKind
@@ -114,7 +114,21 @@ def unknown_task(job: Job) -> Outcome:
 
 
 def run_sync(task: Task[Any, Any], job: Job, backend: Backend, clock: Callable[[], float]) -> Outcome:
-    """Run a sync task (or an async one on a fresh loop) in this thread."""
+    """Run a sync task (or an async one on a fresh loop) in this thread, inside its run's span
+    (conveyor.tracing; none without OpenTelemetry)."""
+    span = tracing.start_run(job)
+    if span is None:
+        return _run_sync(task, job, backend, clock)
+    try:
+        outcome = _run_sync(task, job, backend, clock)
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt: the caller decides; the span says so
+        span.abort(exc)
+        raise
+    span.end(outcome)
+    return outcome
+
+
+def _run_sync(task: Task[Any, Any], job: Job, backend: Backend, clock: Callable[[], float]) -> Outcome:
     token = context.enter(context.JobContext(job, backend, clock))
     try:
         call = task.fn(*job.args, **job.kwargs)
@@ -127,7 +141,21 @@ def run_sync(task: Task[Any, Any], job: Job, backend: Backend, clock: Callable[[
 
 
 async def run_async(task: Task[Any, Any], job: Job, backend: Backend, clock: Callable[[], float]) -> Outcome:
-    """Run an async task on the running loop; cancellation propagates to the caller."""
+    """Run an async task on the running loop, inside its run's span (as ``run_sync``); cancellation
+    propagates to the caller."""
+    span = tracing.start_run(job)
+    if span is None:
+        return await _run_async(task, job, backend, clock)
+    try:
+        outcome = await _run_async(task, job, backend, clock)
+    except BaseException as exc:  # cancelled: the span says so
+        span.abort(exc)
+        raise
+    span.end(outcome)
+    return outcome
+
+
+async def _run_async(task: Task[Any, Any], job: Job, backend: Backend, clock: Callable[[], float]) -> Outcome:
     token = context.enter(context.JobContext(job, backend, clock))
     try:
         value = await task.fn(*job.args, **job.kwargs)

@@ -116,6 +116,9 @@ class Job(msgspec.Struct, kw_only=True, gc=False):  # no cycles: the collector n
     stage_log: list[dict[str, Any]] = msgspec.field(default_factory=list)  #: per stage: status, times, attempts
     scheduled_by: str | None = None  #: the schedule whose tick enqueued it
     tick_at: float | None = None  #: ... and that tick's time (Unix seconds)
+    #: the W3C trace context (traceparent, tracestate) of the span that enqueued it (conveyor.tracing);
+    #: None when no span was active, or without OpenTelemetry
+    trace: dict[str, str] | None = None
 
     @property
     def is_pipeline(self) -> bool:
@@ -193,3 +196,4 @@ class NewJob(msgspec.Struct, kw_only=True, gc=False):  # no cycles: the collecto
     stage_log: list[dict[str, Any]] = msgspec.field(default_factory=list)
     scheduled_by: str | None = None  #: the schedule whose tick enqueues it
     tick_at: float | None = None
+    trace: dict[str, str] | None = None  #: the enqueuing span's trace context, set by conveyor.tracing

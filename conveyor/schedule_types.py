@@ -65,6 +65,7 @@ class ScheduleRecord(msgspec.Struct, kw_only=True):
     jitter: float = 0.0  #: seconds: each job is due up to this long after its tick, at random
     paused: bool = False
     source: Source = Source.STORED
+    owner: str | None = None  #: the user it belongs to (None: nobody's; seen only by users with view-others)
     next_at: float  #: the next tick not fired yet (Unix seconds); the compare-and-set's guard
     last_tick_at: float | None = None
     last_job_id: str | None = None

@@ -21,6 +21,7 @@ from conveyor.app import DEFAULT_URL, choose_url
 from conveyor.backends import describe_url
 from conveyor.codec import ArgumentError
 from conveyor.demo import MINIMUM, PROCESSES, delay_line, jobs_note
+from conveyor.demo_services import one_at_a_time
 
 # enqueue by name ---------------------------------------------------------------------------
 
@@ -297,6 +298,21 @@ def test_the_demo_delay_line_gives_one_value_for_one_start_time_and_explains_a_l
     assert "between 4.01 and 4.90 s" in spread and "up to 0.90 s after they fell due" in spread
 
 
+def _run(run: str, beats: int = 3) -> list[dict[str, object]]:
+    """A whole run's lines in the demo service's beat file: its start, beats, on_stop and end."""
+    whats = ["start", *["beat"] * beats, "on_stop", "end"]
+    return [{"what": what, "run": run, "pid": 7, "generation": 0, "symbol": "EUR/USD"} for what in whats]
+
+
+def test_the_demo_service_verdict_catches_two_copies_running_at_once() -> None:
+    a, b = _run("a"), _run("b")
+    assert one_at_a_time(a + b) == (True, "never two copies at once")
+    apart, verdict = one_at_a_time(a[:3] + b + a[3:])  # a still beat after b started
+    assert not apart and "TWO COPIES RAN AT ONCE" in verdict
+    apart, verdict = one_at_a_time(a[:-2] + b)  # a never got its on_stop and end: killed
+    assert not apart and "did not go start, beats, on_stop, end" in verdict
+
+
 def test_conveyor_demo_with_too_few_jobs_says_so_and_runs_the_minimum(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("CONVEYOR_URL", "CONVEYOR_APP")}
     env["COLUMNS"] = "400"  # one line per message, for the assertions
@@ -342,6 +358,25 @@ def test_conveyor_demo_with_too_few_jobs_says_so_and_runs_the_minimum(tmp_path: 
     assert re.search(r"each job started \d+\.\d\d-\d+\.\d\d s after its tick", out)
     assert "paused at the end: conveyor schedules lists it" in out and "docs/schedules.md" in out
     assert "conveyor jobs --schedule conveyor.demo_tasks.tick" in out
+    # the service: started before the workers, run by one of them, reloaded, handed back at SIGTERM (exit 1 if not)
+    assert "started service price_feed (app.start_service, symbol='EUR/USD') before any worker started" in out
+    ran = re.search(
+        r"service: price_feed \(@app\.service\(lease=3, grace=1\), app\.start_service\(symbol='EUR/USD'\)\) ran 2 "
+        r"times: (\d+) beats on worker [01] \(pid \d+, generation 0, EUR/USD\), then (\d+) beats on worker [01] "
+        r"\(pid \d+, generation 1, GBP/USD\); .*: never two copies at once\n",
+        out,
+    )
+    assert ran and int(ran[1]) >= 6 and int(ran[2]) >= 4, out
+    assert re.search(
+        r"reload: app\.reload_service\('price_feed', symbol='GBP/USD'\) after 6 beats: the running copy's on_stop "
+        r"hook ran \d+\.\d\d s later \(restart requested\), and generation 1 began \d+\.\d\d s after the reload, "
+        r"every beat with symbol GBP/USD: took effect\n",
+        out,
+    )
+    assert "at SIGTERM its on_stop hook ran (worker stopping), the run ended, and the replica was handed back: " \
+        "PENDING, held by no worker" in out  # fmt: skip
+    assert "conveyor services lists it, conveyor service reload|stop|start price_feed controls it" in out
+    assert "docs/services.md" in out
 
 
 @pytest.mark.parametrize("processes", ["0", "1"], ids=["standalone", "supervised"])

@@ -29,14 +29,17 @@ from typing import Any, Protocol
 
 import msgspec
 
+from ..accounts import AuditEntry, TokenRecord, User
 from ..events import Event, EventQuery
 from ..job import Job, NewJob, Status
 from ..messages import Delivery, NewMessage, Notification, StoredMessage
 from ..operations import Switches, SwitchScope, WorkerInfo, WorkerState
 from ..outcome import NextStage, Outcome, OutcomeKind, Report
 from ..schedule_types import ScheduleRecord, Tick, TickRecord
+from ..service_types import ServiceAction, ServiceEnd, ServiceRecord, ServiceSpec
 
 __all__ = [
+    "Accounts",
     "Admin",
     "Backend",
     "Control",
@@ -50,6 +53,7 @@ __all__ = [
     "Registry",
     "Report",
     "Schedules",
+    "Services",
     "Waits",
 ]
 
@@ -62,7 +66,9 @@ class JobQuery(msgspec.Struct, kw_only=True):
     status: Status | None = None
     task: str | None = None
     scheduled_by: str | None = None  #: jobs enqueued by this schedule's ticks
+    owner: str | None = None  #: jobs of this owner only (the web side's users without view-others)
     id_prefix: str | None = None  #: ids starting with this (the CLI's short ids)
+    search: str | None = None  #: text in the args' or kwargs' JSON (case-sensitive), or an id prefix ('': none)
     due_before: float | None = None  #: scheduled_at <= this
     due_after: float | None = None  #: scheduled_at > this
     limit: int = 100
@@ -346,7 +352,8 @@ class Admin(Protocol):
         ...
 
     def destroy_all(self) -> None:
-        """Delete every job, event, lock, switch, worker, message and notification row (a test hook)."""
+        """Delete every job, event, lock, switch, worker, message, notification, schedule, service, user,
+        token and audit row (a test hook)."""
         ...
 
 
@@ -405,6 +412,136 @@ class Schedules(Protocol):
         ...
 
 
-class Backend(JobStore, Waits, Notifications, Schedules, EventLog, Control, Registry, Locks, Admin, Protocol):
+class Services(Protocol):
+    """Long-running services: one row per replica of an instance, held by a worker with a lease its
+    keeper renews and a fencing token per run, like a job's. What a run's end means (restart after a
+    back-off, FAILED, STOPPED) is decided in Python (conveyor.service_policy); the store writes it.
+    Every change appends its event (service_created, service_requested, service_assigned,
+    service_started, and the end's) in the same transaction; a service event's ``task`` is the
+    service, its ``queue`` the instance's queue, its data the instance (``service``) and ``replica``."""
+
+    def create_service(self, spec: ServiceSpec, now: float) -> bool:
+        """Insert the instance's ``spec.replicas`` rows (PENDING, or STOPPED if not ``wanted``;
+        generation 0) with a ``service_created`` event; False, and nothing written, if an instance
+        of that name exists."""
+        ...
+
+    def resize_service(self, name: str, replicas: int, queue: str, now: float) -> bool:
+        """Set an instance's queue and number of replicas: new rows copy replica 0's service, params,
+        wanted, generation and source (PENDING or STOPPED); rows past ``replicas`` are deleted (a
+        holder finds its token gone at its next renewal and stops). False if there is no such
+        instance or nothing changed (then nothing is written)."""
+        ...
+
+    def control_service(
+        self, name: str, action: ServiceAction, params: dict[str, Any] | None, now: float
+    ) -> list[ServiceRecord]:
+        """Ask an instance to start, stop, restart or reload (with ``params``, replacing the stored
+        ones: RELOAD only), every replica in one transaction, with one ``service_requested`` event
+        (data: action). START: wanted; STOPPED and FAILED rows PENDING, due now, crashes and error
+        cleared; a row STOPPING after a stop is restarted (generation + 1: its run stops, a new one
+        starts). STOP: not wanted; PENDING rows STOPPED, held rows STOPPING. RESTART and RELOAD:
+        wanted, generation + 1; held rows STOPPING, STOPPED and FAILED rows PENDING (crashes and error
+        cleared). Returns the rows after (empty: no such instance, nothing written)."""
+        ...
+
+    def remove_service(self, name: str, now: float) -> bool:
+        """Delete every row of the instance (holders find their tokens gone and stop), with a
+        ``service_removed`` event; False if there was none."""
+        ...
+
+    def list_services(self, name: str | None = None) -> list[ServiceRecord]:
+        """Every row (or the instance ``name``'s), by name and replica."""
+        ...
+
+    def claim_services(self, worker_id: str, services: Sequence[str], spread: Sequence[str], limit: int,
+                       lease: float, spread_before: float, now: float) -> list[ServiceRecord]:  # fmt: skip
+        """Take up to ``limit`` rows of these services, local to no worker or to this one, that are
+        wanted and either PENDING with ``not_before`` <= now, or held with ``lease_until`` < now (their
+        worker is gone: taken over). Rows of the instances in ``spread`` (which this worker already
+        runs a replica of) are taken only if free since ``spread_before`` or earlier, so replicas
+        spread over workers while others are there to take them. Each row taken is STARTING with a
+        fresh token, ``worker_id``, ``lease_until`` = now + lease and ``run_generation`` =
+        generation, with a ``service_assigned`` event (data: worker_id, and ``from``: the worker
+        whose lease ran out). Also, in the same transaction: rows not wanted whose lease ran out
+        become STOPPED (with ``service_stopped``, data: why = "lease expired")."""
+        ...
+
+    def renew_services(self, worker_id: str, tokens: Sequence[str], lease: float, now: float) -> list[ServiceRecord]:
+        """Extend to now + lease the lease of every row this worker holds with one of these tokens;
+        return those rows (a token missing from the answer is lost: taken over or removed). The
+        caller decides from ``wanted`` and ``generation`` whether each run goes on."""
+        ...
+
+    def service_running(self, name: str, replica: int, token: str, now: float) -> bool:
+        """The run's function has started: STARTING -> RUNNING, ``started_at`` = now, with a
+        ``service_started`` event (data: worker_id, generation). False (nothing written) if the
+        token is not current or the row is not STARTING."""
+        ...
+
+    def end_service_run(self, name: str, replica: int, token: str, end: ServiceEnd, now: float) -> bool:
+        """Write how a run ended, fenced by its token: the row is no longer held (token and lease
+        cleared, ``worker_id`` kept as who ran it last, ``free_since`` = now), its status ``end.status``
+        (but STOPPED instead of PENDING if it is no longer wanted, and PENDING instead of STOPPED if it
+        is wanted and a newer generation than the run's: a start after the stop its worker saw),
+        ``not_before``, ``restarts`` + 1 if ``end.restarted``, crashes and ``last_error`` if given;
+        ``end.event`` appended with ``end.data``. False, and nothing written, if the token is not current."""
+        ...
+
+    def forget_local_services(self, worker_ids: Sequence[str], now: float) -> int:
+        """Delete the LOCAL instances of these workers (dead, or stopped without removing them);
+        returns how many rows."""
+        ...
+
+
+class Accounts(Protocol):
+    """Users, their API tokens (the SHA-256 of the secret only) and the audit log of changes made
+    through the API (conveyor.accounts)."""
+
+    def put_user(self, user: User, now: float) -> bool:
+        """Insert the user, or set the permissions of the one of that name; True if new."""
+        ...
+
+    def get_user(self, name: str) -> User | None:
+        """The user of that name, or None."""
+        ...
+
+    def list_users(self) -> list[User]:
+        """Every user, by name."""
+        ...
+
+    def remove_user(self, name: str, now: float) -> bool:
+        """Delete the user and every token of theirs; False if there was none."""
+        ...
+
+    def add_token(self, token: TokenRecord) -> None:
+        """Store a new token. Raises StoreError if its user does not exist or its id is taken."""
+        ...
+
+    def get_token(self, token_id: str, now: float) -> TokenRecord | None:
+        """The token of that id (revoked ones too), or None; records ``last_used_at`` = now when it was
+        last recorded more than a minute ago (one write a minute per token at most)."""
+        ...
+
+    def list_tokens(self, user: str | None) -> list[TokenRecord]:
+        """Every token (or ``user``'s), newest first, digests included (the caller shows none)."""
+        ...
+
+    def revoke_token(self, token_id: str, now: float) -> bool:
+        """Set ``revoked_at``; False if there is no such token or it was revoked already."""
+        ...
+
+    def audit(self, user: str, action: str, target: str | None, data: dict[str, Any], now: float) -> int:
+        """Append an audit entry; returns its ``seq``."""
+        ...
+
+    def audit_log(self, after: int, limit: int, user: str | None = None) -> list[AuditEntry]:
+        """Entries with ``seq > after`` (of ``user`` only, if given), oldest first, at most ``limit``."""
+        ...
+
+
+class Backend(
+    JobStore, Waits, Notifications, Schedules, Services, EventLog, Control, Registry, Locks, Accounts, Admin, Protocol
+):
     """A whole store: every concern. Implementations: sqlite.SQLiteBackend,
     postgres.PostgresBackend."""

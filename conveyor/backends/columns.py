@@ -75,10 +75,12 @@ JOB_COLUMNS: tuple[Column, ...] = (
     Column("stage_log", "json", True),
     Column("scheduled_by", "text", True),
     Column("tick_at", "real", True),
+    Column("trace", "json", True),
 )
 
-#: JSON columns where None is SQL NULL (not JSON null): a plain job has no stages nor pipeline.
-NULLABLE_JSON = frozenset({"stages", "pipeline", "inbox"})
+#: JSON columns where None is SQL NULL (not JSON null): a plain job has no stages nor pipeline, nor a
+#: trace context unless a span was active when it was enqueued (conveyor.tracing).
+NULLABLE_JSON = frozenset({"stages", "pipeline", "inbox", "trace"})
 
 #: The columns an enqueue writes, in ``insert_row``'s order.
 INSERT_COLUMNS: tuple[Column, ...] = tuple(c for c in JOB_COLUMNS if c.inserted)
@@ -206,7 +208,7 @@ _QUEUED = Status.QUEUED
 
 def is_plain(new: NewJob) -> bool:
     """Whether every inserted column outside PLAIN_INSERT_COLUMNS holds its default for this job:
-    a queued task call with no stages, owner, notification or schedule."""
+    a queued task call with no stages, owner, notification, schedule or trace context."""
     return (
         new.stages is None
         and new.status is _QUEUED
@@ -221,7 +223,9 @@ def is_plain(new: NewJob) -> bool:
         and not new.stage_log
         and new.wait_until is None
         and new.waiting_for is None
+        and new.trace is None
     )
+
 
 #: The record a NewJob becomes once inserted at ``now`` (no read back needed).
 new_job_record: Callable[[NewJob, float], Job] = _record_maker()

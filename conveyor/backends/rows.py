@@ -1,7 +1,8 @@
 """Statement parameters the SQL stores share beyond the column registry (columns.py): how a
 reported outcome becomes the named parameters of a ``finish_*`` statement, a JobQuery those of
 ``list_jobs``, each transition its event row (kind and payload from ``conveyor.events``), and the
-rows of the event log, the worker registry and the schedules their values."""
+rows of the event log, the worker registry, the schedules and the accounts (users, tokens, the audit
+log) their values."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .. import codec
+from ..accounts import AuditEntry, Permission, TokenRecord, User
 from ..events import Event, EventKind, EventQuery, encode_data, enqueued_data
 from ..job import NewJob, Status
 from ..operations import Switches, SwitchScope, WorkerInfo, WorkerState
@@ -47,7 +49,9 @@ def list_params(query: JobQuery) -> dict[str, Any]:
         "status": None if query.status is None else Status(query.status).value,
         "task": query.task,
         "scheduled_by": query.scheduled_by,
+        "owner": query.owner,
         "id_prefix": query.id_prefix,
+        "search": query.search or None,
         "due_before": query.due_before,
         "due_after": query.due_after,
         "limit": query.limit,
@@ -168,7 +172,7 @@ TICK_HISTORY = 1000
 #: The columns of a schedule as every dialect's ``schedule_columns`` lists them, in ``row_to_schedule``'s order.
 SCHEDULE_COLUMNS = (
     "name", "cron", "tz", "every", "anchor", "target", "missed", "catch_up", "grace", "overlap", "jitter", "paused",
-    "source", "next_at", "last_tick_at", "last_job_id", "paused_at", "created_at", "updated_at",
+    "source", "next_at", "last_tick_at", "last_job_id", "paused_at", "created_at", "updated_at", "owner",
 )  # fmt: skip
 
 
@@ -179,14 +183,15 @@ def _real(value: Any) -> float | None:
 
 def schedule_params(schedule: ScheduleRecord, now: float) -> dict[str, Any]:
     """The named parameters of ``put_schedule``: the record's spec, target (JSON text), policies and
-    ``next_at``; a new schedule that is paused was paused at ``paused_at``, or now."""
+    ``next_at``, its ``owner`` (a put replaces it, like the spec); a new schedule that is paused was paused at
+    ``paused_at``, or now."""
     paused = bool(schedule.paused)
     return {
         "name": schedule.name, "cron": schedule.cron, "tz": schedule.tz, "every": _real(schedule.every),
         "anchor": float(schedule.anchor), "target": codec.dumps(schedule.target),
         "missed": Missed(schedule.missed).value, "catch_up": float(schedule.catch_up), "grace": float(schedule.grace),
         "overlap": Overlap(schedule.overlap).value, "jitter": float(schedule.jitter), "paused": paused,
-        "source": Source(schedule.source).value, "next_at": float(schedule.next_at),
+        "source": Source(schedule.source).value, "owner": schedule.owner, "next_at": float(schedule.next_at),
         "paused_at": (now if schedule.paused_at is None else float(schedule.paused_at)) if paused else None,
         "now": now,
     }  # fmt: skip
@@ -195,14 +200,14 @@ def schedule_params(schedule: ScheduleRecord, now: float) -> dict[str, Any]:
 def row_to_schedule(row: Sequence[Any]) -> ScheduleRecord:
     """A schedule from a row of ``SCHEDULE_COLUMNS`` (target as JSON text or already decoded)."""
     (name, cron, tz, every, anchor, target, missed, catch_up, grace, overlap, jitter, paused, source, next_at,
-     last_tick_at, last_job_id, paused_at, created_at, updated_at) = row  # fmt: skip
+     last_tick_at, last_job_id, paused_at, created_at, updated_at, owner) = row  # fmt: skip
     return ScheduleRecord(
         name=name, cron=cron, tz=tz, every=_real(every), anchor=float(anchor),
         target=codec.loads(target) if isinstance(target, str | bytes) else dict(target), missed=Missed(missed),
         catch_up=float(catch_up), grace=float(grace), overlap=Overlap(overlap), jitter=float(jitter),
         paused=bool(paused), source=Source(source), next_at=float(next_at), last_tick_at=_real(last_tick_at),
         last_job_id=last_job_id, paused_at=_real(paused_at), created_at=float(created_at),
-        updated_at=float(updated_at),
+        updated_at=float(updated_at), owner=owner,
     )  # fmt: skip
 
 
@@ -252,3 +257,45 @@ def tick_row(name: str, tick: Tick, job_id: str | None, now: float) -> EventRow:
     it enqueued none), after what the tick's own data says (``count``, ``until``)."""
     data = {**tick.data, "tick_at": float(tick.tick_at), "outcome": TickOutcome(tick.outcome).value, "job_id": job_id}
     return schedule_row(EventKind.SCHEDULE_TICK, name, now, data)
+
+
+# accounts ----------------------------------------------------------------------------------------------------
+#: ``get_token`` records a token's use (``last_used_at``) at most once per this many seconds: checking a
+#: token on every request must not write on every request.
+TOKEN_TOUCH_EVERY = 60.0
+
+#: The columns of a token as every dialect's ``token_columns`` lists them, in ``row_to_token``'s order.
+TOKEN_COLUMNS = ("id", "user_name", "label", "digest", "created_at", "last_used_at", "revoked_at")
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON column's value decoded (SQLite hands back text; psycopg text when cast, else the value)."""
+    return codec.loads(value) if isinstance(value, str | bytes) else value
+
+
+def row_to_user(row: Sequence[Any]) -> User:
+    """A user from a row of (name, permissions as a JSON array, created_at)."""
+    name, permissions, created_at = row
+    held = tuple(sorted({Permission(p) for p in _json_value(permissions) or []}))
+    return User(name=name, permissions=held, created_at=float(created_at))
+
+
+def row_to_token(row: Sequence[Any]) -> TokenRecord:
+    """A token from a row of ``TOKEN_COLUMNS``."""
+    token_id, user, label, digest, created_at, last_used_at, revoked_at = row
+    return TokenRecord(
+        id=token_id, user=user, label=label, digest=digest, created_at=float(created_at),
+        last_used_at=_real(last_used_at), revoked_at=_real(revoked_at),
+    )  # fmt: skip
+
+
+def row_to_audit(row: Sequence[Any]) -> AuditEntry:
+    """An audit entry from a row of (seq, at, user_name, action, target, data as JSON text or decoded)."""
+    seq, at, user, action, target, data = row
+    return AuditEntry(seq=int(seq), at=float(at), user=user, action=action, target=target,
+                      data=dict(_json_value(data) or {}))  # fmt: skip
+
+
+def permissions_text(user: User) -> str:
+    """A user's permissions as the JSON array text ``put_user`` stores: their values, sorted, no repeats."""
+    return codec.dumps(sorted({Permission(p).value for p in user.permissions}))

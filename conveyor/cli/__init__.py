@@ -1,8 +1,9 @@
 """The ``conveyor`` command: run workers, enqueue, inspect and control jobs, follow the event log,
-operate queues and workers, prune, demo.
+operate queues and workers, start and stop services, prune, serve the web API and dashboard (with
+its users and tokens), demo.
 
-One module per group of commands (worker, jobs, pipelines, schedules, events, watch, ops, admin, demo);
-common.py holds what they share."""
+One module per group of commands (worker, jobs, pipelines, schedules, services, events, watch, ops, admin,
+web, demo); common.py holds what they share."""
 
 from __future__ import annotations
 
@@ -69,9 +70,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import admin, demo, events, jobs, ops, pipelines, schedules, watch, worker
+    from . import admin, demo, events, jobs, ops, pipelines, schedules, services, watch, web, worker
 
-    for module in (worker, jobs, pipelines, schedules, events, watch, ops, admin, demo):
+    for module in (worker, jobs, pipelines, schedules, services, events, watch, ops, admin, web, demo):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -17,7 +17,7 @@ from ..app import App, choose_url, load_app
 from ..backends import describe_url, open_backend
 from ..job import Job, Priority
 
-console = Console()  #: tables and results, on stdout
+console = Console(emoji=False)  #: tables and results, on stdout (no emoji codes: worker ids hold ":100:")
 PRECEDENCE = "--url > $CONVEYOR_URL > the URL in the app's code (with --app) > sqlite:///conveyor.db"
 
 url_option = click.option(

@@ -40,7 +40,7 @@ from .stage_table import mailbox_table, settings_rows, stages_table
 INTERNAL = ("token", "lease_expires_at")
 #: Fields left out of the table for a person: a plain one-stage job's stage fields say nothing, and
 #: the progress bar under the table shows the progress.
-QUIET_FIELDS = ("stage", "stages", "results", "progress", "progress_message")
+QUIET_FIELDS = ("stage", "stages", "results", "progress", "progress_message", "trace")
 #: A pipeline's fields that only a pipeline job has (a plain job's table leaves them out).
 PIPELINE_FIELDS = ("pipeline", "deadline", "wait_until", "waiting_for", "inbox", "stage_log")
 #: A pipeline's fields the stages table, the settings rows and the mailbox show better.

@@ -35,6 +35,8 @@ def _level(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
               "the leader duties to other workers.")  # fmt: skip
 @click.option("--no-scheduler", is_flag=True, help="Do not fire schedules' ticks nor sync the app's code schedules "
               "(other workers, or `conveyor scheduler`, do).")  # fmt: skip
+@click.option("--no-services", is_flag=True, help="Run no service replicas, local ones included (other workers "
+              "serving the services' queues do).")  # fmt: skip
 @click.option("--log-level", default="info", show_default=True, callback=_level,
               help="debug, info, warning, error or critical.")  # fmt: skip
 @click.option("--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
@@ -43,7 +45,7 @@ def _level(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
 @url_option
 def worker(
     app_path: str, queues: str, concurrency: int, processes: int, grace: float, poll: float, stuck_after: float,
-    no_leader: bool, no_scheduler: bool, log_level: int, log_format: str, url: str | None,
+    no_leader: bool, no_scheduler: bool, no_services: bool, log_level: int, log_format: str, url: str | None,
 ) -> None:  # fmt: skip
     """Run workers until SIGTERM or Ctrl-C.
 
@@ -58,6 +60,7 @@ def worker(
             queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
             concurrency=concurrency, grace=grace, poll=poll, stuck_after=stuck_after, leader=not no_leader,
             scheduler=not no_scheduler,
+            services=not no_services,
         ).check()  # fmt: skip
         if processes < 0:
             raise ValueError(f"processes must be >= 0, got {processes}")

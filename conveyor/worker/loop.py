@@ -43,6 +43,7 @@ from .options import WorkerOptions, renew_interval, start_jitter
 from .registration import Registration, worker_info
 from .reporter import Reporter, released
 from .runs import Run, Runs
+from .services import ServiceKeeper
 
 if TYPE_CHECKING:
     from ..app import App
@@ -116,6 +117,12 @@ class Worker:
         if options.scheduler:
             self._helpers["scheduler"] = Helper("scheduler", functools.partial(self.scheduler.run, self._leader_stop),
                                                 self._helper_failed)  # fmt: skip
+        #: runs the replicas of the app's services whose queue this worker serves (unless ``options.services`` is False)
+        self.keeper = ServiceKeeper(app, self.id, self.queues, self._services_stuck)
+        if options.services and self.keeper.active:
+            self._helpers["services"] = Helper("services", functools.partial(self.keeper.run, self._leader_stop),
+                                               self._helper_failed)  # fmt: skip
+            self._helpers["service watch"] = Helper("service watch", self.keeper.watch, self._helper_failed)
         for name, repeat in app.repeats.items():
             self._helpers[f"repeat {name}"] = Helper(f"repeat {name}", functools.partial(repeat.run, self._leader_stop),
                                                      self._helper_failed)  # fmt: skip
@@ -385,6 +392,20 @@ class Worker:
                   run.job.id, run.abandoned)  # fmt: skip
         self._fail(EXIT_STUCK, f"job {run.job.id}'s abandoned sync task is stuck")
 
+    def _services_stuck(self, why: str, urgent: bool) -> None:
+        """A killed sync service will not end (blocked in a C call). Urgent (its lease may lapse, so
+        another worker may start a second copy): end the process at once, with no graceful stop (the
+        store may be out of reach, and a stop would wait on it). Else a supervised child exits to be
+        replaced; a standalone worker keeps renewing the replica until the run ends."""
+        if urgent:
+            log.critical("worker %s ends its process now (exit code %d): %s, and its lease may run out; only "
+                         "the process's end stops it before another worker runs a second copy", self.id,
+                         EXIT_STUCK, why)  # fmt: skip
+            logging.shutdown()
+            os._exit(EXIT_STUCK)
+        if self.options.supervised:
+            self._fail(EXIT_STUCK, why)
+
     def _fail(self, code: int, why: str) -> None:
         with self._failing:
             if self.exit_code:
@@ -417,8 +438,9 @@ class Worker:
             self._helpers["monitor"].ending = True
             self._closed.set()  # leases are no longer renewed: whatever is left is rescued once they expire
             self._helpers["monitor"].join(HELPER_JOIN)
-            for helper in self._side:
-                helper.join(HELPER_JOIN)
+            for name, helper in self._helpers.items():
+                if helper in self._side:
+                    helper.join(self.keeper.stop_time() if name.startswith("service") else HELPER_JOIN)
             self.registration.end()
             self._close_loop()
             self._threads.shutdown(wait=False, cancel_futures=True)

@@ -35,6 +35,7 @@ class WorkerOptions(msgspec.Struct, kw_only=True, frozen=True):
     hand_back_wait: float = 5.0  #: on a stop: seconds to keep writing to an unavailable store, then leave it to rescue
     leader: bool = True  #: False (``--no-leader``): this process never takes the leader lock nor does leader duties
     scheduler: bool = True  #: False (``--no-scheduler``): this process neither syncs code schedules nor fires ticks
+    services: bool = True  #: False (``--no-services``): this process runs no service replicas (local ones neither)
 
     def check(self) -> WorkerOptions:
         """Raise ValueError naming the first bad setting; return self."""
@@ -46,7 +47,7 @@ class WorkerOptions(msgspec.Struct, kw_only=True, frozen=True):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
                 raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
-        for flag in ("leader", "scheduler"):
+        for flag in ("leader", "scheduler", "services"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         if self.poll <= 0:

@@ -30,9 +30,12 @@ from .jobdata import LEASE, T0, claim_one, new, stored, token
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STORE_SOURCES = Path(SQLiteBackend.__module__.replace(".", "/")).parent
-LATEST = 5  #: the schema version of this conveyor (migrations/0005_schedules.sql)
+LATEST = 8  #: the schema version of this conveyor (migrations/0008_trace.sql)
 #: Every migration, oldest first, as setup() names them.
-MIGRATIONS = ["0001_initial.sql", "0002_rescues.sql", "0003_events.sql", "0004_pipelines.sql", "0005_schedules.sql"]
+MIGRATIONS = [
+    "0001_initial.sql", "0002_rescues.sql", "0003_events.sql", "0004_pipelines.sql", "0005_schedules.sql",
+    "0006_services.sql", "0007_accounts.sql", "0008_trace.sql",
+]  # fmt: skip
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -436,17 +436,38 @@ LIMIT %(limit)s;
 -- name: get
 SELECT {job_columns} FROM conveyor_jobs WHERE id = %(id)s;
 
--- name: list_jobs
--- A NULL filter matches everything (each NULL test is folded away when the statement is planned).
-SELECT {job_columns}
-FROM conveyor_jobs
-WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+-- name: job_filters
+-- a fragment: list_jobs' and list_owned_jobs' filters (conveyor.backends.rows.list_params). A NULL filter
+-- matches everything (each NULL test is folded away when the statement is planned). `search` is plain
+-- text found in the args' or kwargs' JSON text (strpos: no pattern, case-sensitive; json columns keep the
+-- text as written, so it matches as on SQLite), or the start of the id (the web's `q`); it scans,
+-- bounded by the LIMIT.
+(%(queue)s::text IS NULL OR queue = %(queue)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(task)s::text IS NULL OR task = %(task)s)
   AND (%(scheduled_by)s::text IS NULL OR scheduled_by = %(scheduled_by)s)  -- every run of a schedule
   AND (%(id_prefix)s::text IS NULL OR starts_with(id, %(id_prefix)s))  -- `conveyor job 3f2a`
+  AND (%(search)s::text IS NULL OR starts_with(id, %(search)s)
+       OR strpos(args::text, %(search)s) > 0 OR strpos(kwargs::text, %(search)s) > 0)
   AND (%(due_before)s::float8 IS NULL OR scheduled_at <= %(due_before)s)
   AND (%(due_after)s::float8 IS NULL OR scheduled_at > %(due_after)s)
+
+-- name: list_jobs
+-- Newest first. `owner` NULL matches every job; the store runs list_owned_jobs when it is set.
+SELECT {job_columns}
+FROM conveyor_jobs
+WHERE (%(owner)s::text IS NULL OR owner = %(owner)s) AND {job_filters}
+ORDER BY seq DESC
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: list_owned_jobs
+-- list_jobs of one owner's jobs (a web user without view-others lists only theirs), newest first: read in
+-- order off conveyor_jobs_owner (owner, seq), so a user with few jobs among millions costs a few reads. Its
+-- own statement so that the plan psycopg prepares after a few runs (a generic one, for any parameters)
+-- still uses the index, which list_jobs' `owner IS NULL OR ...` would not let it.
+SELECT {job_columns}
+FROM conveyor_jobs
+WHERE owner = %(owner)s AND {job_filters}
 ORDER BY seq DESC
 LIMIT %(limit)s OFFSET %(offset)s;
 
@@ -650,9 +671,13 @@ WITH gone AS (
 SELECT count(*) FROM gone;
 
 -- name: destroy_all
--- A test hook: every job, event, lock, switch, worker, message, notification, schedule and tick
--- record row (several statements, no parameters). conveyor_event_head keeps its count: a seq is
--- never given out twice.
+-- A test hook: every job, event, lock, switch, worker, message, notification, schedule, tick
+-- record, service, user, token and audit row (several statements, no parameters). conveyor_event_head
+-- keeps its count, and the audit's identity its own: a seq is never given out twice.
+DELETE FROM conveyor_audit;
+DELETE FROM conveyor_tokens;
+DELETE FROM conveyor_users;
+DELETE FROM conveyor_services;
 DELETE FROM conveyor_schedules;
 DELETE FROM conveyor_schedule_ticks;
 DELETE FROM conveyor_jobs;
@@ -891,26 +916,27 @@ GROUP BY q.queue;
 -- name: schedule_columns
 -- a fragment: a schedule's columns, in the order of conveyor.backends.rows.SCHEDULE_COLUMNS (row_to_schedule).
 name, cron, tz, every, anchor, target::text, missed, catch_up, grace, overlap, jitter, paused, source, next_at,
-last_tick_at, last_job_id, paused_at, created_at, updated_at
+last_tick_at, last_job_id, paused_at, created_at, updated_at, owner
 
 -- name: put_schedule
--- A new schedule, or the new spec, target, policies, next_at and source of the one of that name: its tick
--- history, last tick and job, created_at, and whether (and since when) it is paused stay as they were (a
--- worker's sync must not resume what a user paused). With its `schedule_put` event, which says whether it
+-- A new schedule, or the new spec, target, policies, next_at, source and owner of the one of that name (the
+-- owner is replaced like the spec: a put says whose the schedule is): its tick history, last tick and job,
+-- created_at, and whether (and since when) it is paused stay as they were (a worker's sync must not
+-- resume what a user paused). With its `schedule_put` event, which says whether it
 -- was new: `xmax = 0` in RETURNING is true for a row this statement inserted, false for one it updated
 -- (the updated version carries this transaction's id as the old one's locker), also when a concurrent put
 -- of the same name made it update after all.
 WITH put AS (
     INSERT INTO conveyor_schedules (name, cron, tz, every, anchor, target, missed, catch_up, grace, overlap,
-                                    jitter, paused, source, next_at, paused_at, created_at, updated_at)
+                                    jitter, paused, source, owner, next_at, paused_at, created_at, updated_at)
     VALUES (%(name)s, %(cron)s, %(tz)s, %(every)s, %(anchor)s, %(target)s::json, %(missed)s, %(catch_up)s,
-            %(grace)s, %(overlap)s, %(jitter)s, %(paused)s, %(source)s, %(next_at)s, %(paused_at)s, %(now)s,
-            %(now)s)
+            %(grace)s, %(overlap)s, %(jitter)s, %(paused)s, %(source)s, %(owner)s, %(next_at)s, %(paused_at)s,
+            %(now)s, %(now)s)
     ON CONFLICT (name) DO UPDATE SET
         cron = excluded.cron, tz = excluded.tz, every = excluded.every, anchor = excluded.anchor,
         target = excluded.target, missed = excluded.missed, catch_up = excluded.catch_up, grace = excluded.grace,
-        overlap = excluded.overlap, jitter = excluded.jitter, source = excluded.source, next_at = excluded.next_at,
-        updated_at = excluded.updated_at
+        overlap = excluded.overlap, jitter = excluded.jitter, source = excluded.source, owner = excluded.owner,
+        next_at = excluded.next_at, updated_at = excluded.updated_at
     RETURNING name, (xmax = 0) AS new
 ), logged AS (
     INSERT INTO conveyor_events (at, kind, data)
@@ -1050,4 +1076,410 @@ WHERE schedule = %(name)s
 SELECT schedule, tick_at, outcome, job_id, at, data::text FROM conveyor_schedule_ticks
 WHERE schedule = %(name)s
 ORDER BY tick_at DESC
+LIMIT %(limit)s;
+
+-- Services ----------------------------------------------------------------------------------------
+-- postgres/services.py runs these, on the main pool (committed durably: a taken or ended run survives
+-- a crash of the server). What a run's end means is decided in Python (conveyor.service_policy); these
+-- write it. Each statement writes its events itself (`logged`), the instance and replica in their data,
+-- the service as the event's task and the instance's queue as its queue. The steps of a run (claim,
+-- renew, running, end) are fenced by the row's token. Rows are locked in one order, (name, replica),
+-- by every statement that locks several (claim_services skips locked rows instead): no deadlock.
+
+-- name: service_columns
+-- a fragment: a replica's columns, in the order of conveyor.backends.service_rows.SERVICE_COLUMNS
+-- (row_to_service); the JSON ones as text, decoded by conveyor.codec.
+name, replica, service, queue, params::text, source, local_to, wanted, generation, status, worker_id, token,
+lease_until, run_generation, started_at, free_since, not_before, restarts, crashes::text, last_error::text,
+created_at, updated_at, owner
+
+-- name: create_service
+-- A new instance: its `replicas` rows (PENDING, or STOPPED if not wanted; generation 0, due at once:
+-- not_before 0; free since now: spreading waits from now; `owner` on each) and one `service_created`
+-- event, in one statement. An instance of that name already there inserts nothing (no event); one created concurrently
+-- makes the primary key refuse the whole statement (the caller answers False), so an instance never
+-- mixes the replicas of two creates. Returns how many rows it inserted.
+WITH created AS (
+    INSERT INTO conveyor_services (name, replica, service, queue, params, source, local_to, wanted, status,
+                                   free_since, created_at, updated_at, owner)
+    SELECT %(name)s, r, %(service)s, %(queue)s, %(params)s::jsonb, %(source)s, %(local_to)s, %(wanted)s,
+           %(status)s, %(now)s, %(now)s, %(now)s, %(owner)s
+    FROM generate_series(0, %(replicas)s - 1) AS r
+    WHERE NOT EXISTS (SELECT FROM conveyor_services WHERE name = %(name)s)
+    RETURNING replica
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, task, queue, data)
+    SELECT %(now)s, %(event_kind)s, %(service)s, %(queue)s, %(event_data)s::json
+    WHERE EXISTS (SELECT FROM created)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM created) AS created,
+       {wake_readers};
+
+-- name: lock_service
+-- only in this dialect: SQLite's write transaction already excludes every other writer.
+-- The first statement of the transactions of a resize (set_service_queue, add_service_replicas,
+-- drop_service_replicas), control_service and remove_service: the instance's rows locked, replica 0
+-- first. Every instance has a replica 0 (a resize keeps it), so these steps on one instance run one
+-- after the other; and the statements after this one take their snapshots once the lock is granted, so
+-- they see every row a step before wrote (rows a concurrent resize inserted among them, which a single
+-- statement's older snapshot would miss).
+SELECT replica FROM conveyor_services WHERE name = %(name)s ORDER BY replica FOR UPDATE;
+
+-- name: set_service_queue
+-- resize_service's first step, after lock_service: the instance's queue, on every row (no row changes if
+-- it is that already: the store adds up the rows this and the next two change to tell whether anything did).
+UPDATE conveyor_services SET queue = %(queue)s, updated_at = %(now)s WHERE name = %(name)s AND queue <> %(queue)s;
+
+-- name: add_service_replicas
+-- resize_service growing an instance: the replicas 0 .. `replicas` - 1 it lacks, copying replica 0's
+-- service, params, source, local_to, wanted, generation and owner; PENDING (due at once, free since now) or STOPPED
+-- as replica 0 is wanted or not. No instance: no replica 0, no row. The rows are all there to see:
+-- lock_service made this transaction wait for any other resize of the instance, and this statement's
+-- snapshot is taken after.
+INSERT INTO conveyor_services (name, replica, service, queue, params, source, local_to, wanted, generation,
+                               status, free_since, created_at, updated_at, owner)
+SELECT f.name, r, f.service, %(queue)s, f.params, f.source, f.local_to, f.wanted, f.generation,
+       CASE WHEN f.wanted THEN 'pending' ELSE 'stopped' END, %(now)s, %(now)s, %(now)s, f.owner
+FROM conveyor_services AS f, generate_series(0, %(replicas)s - 1) AS r
+WHERE f.name = %(name)s AND f.replica = 0
+  AND NOT EXISTS (SELECT FROM conveyor_services AS e WHERE e.name = f.name AND e.replica = r);
+
+-- name: drop_service_replicas
+-- resize_service shrinking an instance: the rows from `replicas` up go, held or not (no event: a resize is a
+-- worker's sync of the code). Their holders find their tokens gone at their next renewal and stop.
+DELETE FROM conveyor_services WHERE name = %(name)s AND replica >= %(replicas)s;
+
+-- name: control_service
+-- After lock_service: a user's start, stop, restart or reload of every replica, with one
+-- `service_requested` event (data: the action). START: wanted; STOPPED and FAILED rows PENDING, due now,
+-- crashes and error cleared. STOP: not wanted; PENDING rows STOPPED, held ones STOPPING (their workers
+-- stop them). RESTART and RELOAD: wanted, generation + 1, held rows STOPPING, STOPPED and FAILED ones
+-- PENDING as for START; RELOAD replaces params (when given). A START on a row STOPPING after a STOP
+-- (not wanted) is a restart: wanted, generation + 1, so its worker stops the old run (if it had not seen
+-- the stop yet) and a worker takes the new generation; end_service_run writes PENDING for a run that
+-- ended STOPPED meanwhile, as the row is wanted again. Returns the rows after, by replica (none: no such instance,
+-- nothing written).
+WITH changed AS (
+    UPDATE conveyor_services
+    SET wanted = %(action)s::text <> 'stop',
+        generation = generation + CASE
+            WHEN %(action)s::text IN ('restart', 'reload') THEN 1
+            WHEN %(action)s::text = 'start' AND status = 'stopping' AND NOT wanted THEN 1
+            ELSE 0
+        END,
+        params = CASE WHEN %(action)s::text = 'reload' THEN coalesce(%(params)s::jsonb, params) ELSE params END,
+        status = CASE
+            WHEN %(action)s::text = 'stop' AND status = 'pending' THEN 'stopped'
+            WHEN %(action)s::text = 'stop' AND status IN ('starting', 'running') THEN 'stopping'
+            WHEN %(action)s::text IN ('restart', 'reload') AND status IN ('starting', 'running') THEN 'stopping'
+            WHEN %(action)s::text <> 'stop' AND status IN ('stopped', 'failed') THEN 'pending'
+            ELSE status END,
+        not_before = CASE WHEN %(action)s::text <> 'stop' AND status IN ('stopped', 'failed')
+                          THEN %(now)s ELSE not_before END,
+        free_since = CASE WHEN %(action)s::text <> 'stop' AND status IN ('stopped', 'failed')
+                          THEN %(now)s ELSE free_since END,
+        crashes = CASE WHEN %(action)s::text <> 'stop' AND status IN ('stopped', 'failed')
+                       THEN '[]'::jsonb ELSE crashes END,
+        last_error = CASE WHEN %(action)s::text <> 'stop' AND status IN ('stopped', 'failed')
+                          THEN NULL ELSE last_error END,
+        updated_at = %(now)s
+    WHERE name = %(name)s
+    RETURNING *
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, task, queue, data)
+    SELECT %(now)s, %(event_kind)s, service, queue, %(event_data)s::json
+    FROM (SELECT service, queue FROM changed ORDER BY replica LIMIT 1) AS one
+    RETURNING 1
+)
+SELECT {service_columns},
+       {wake_readers}
+FROM changed
+ORDER BY replica;
+
+-- name: remove_service
+-- After lock_service: every row of the instance (holders find their tokens gone at their next renewal,
+-- and stop), with one `service_removed` event. Returns how many rows it deleted (0: no such instance,
+-- nothing written).
+WITH gone AS (
+    DELETE FROM conveyor_services WHERE name = %(name)s
+    RETURNING replica, service, queue
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, task, queue, data)
+    SELECT %(now)s, %(event_kind)s, service, queue, %(event_data)s::json
+    FROM (SELECT service, queue FROM gone ORDER BY replica LIMIT 1) AS one
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) AS removed,
+       {wake_readers};
+
+-- name: list_services
+-- Every replica, or the instance `name`'s, by name and replica (the primary key's order).
+SELECT {service_columns} FROM conveyor_services
+WHERE %(name)s::text IS NULL OR name = %(name)s
+ORDER BY name, replica;
+
+-- name: stop_expired_services
+-- claim_services' first step, in its transaction: a replica asked to stop (not wanted) whose holder's lease
+-- ran out is STOPPED (its worker is gone before it could stop it, so nothing runs it any more), whatever
+-- its service or queue (no worker has to serve its queue for a stop to finish), each with a
+-- `service_stopped` event (why: lease expired). worker_id stays: who held it last. Rows another step has
+-- locked are passed over (SKIP LOCKED): a claim never waits; the next one finds them.
+WITH lapsed AS MATERIALIZED (
+    SELECT name AS lapsed_name, replica AS lapsed_replica FROM conveyor_services
+    WHERE NOT wanted AND status IN ('starting', 'running', 'stopping') AND lease_until < %(now)s
+    ORDER BY name, replica
+    FOR UPDATE SKIP LOCKED
+), stopped AS (
+    UPDATE conveyor_services
+    SET status = 'stopped', token = NULL, lease_until = NULL, run_generation = NULL, free_since = %(now)s,
+        updated_at = %(now)s
+    FROM lapsed
+    WHERE name = lapsed_name AND replica = lapsed_replica
+    RETURNING name, replica, service, queue, worker_id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, task, queue, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, service, queue, worker_id,
+           json_build_object('service', name, 'replica', replica, 'why', %(why)s::text)
+    FROM stopped
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       {wake_readers}
+FROM logged;
+
+-- name: claim_services
+-- only in this dialect: SQLite picks the rows (claimable_services), then takes each (take_service), under
+-- its one write lock; here one statement picks and takes them, passing over locked rows.
+-- A worker's keeper takes up to `limit` rows of the services it runs, after stop_expired_services in the
+-- same transaction. `picked`: rows local to no worker or to this one, wanted, and either PENDING and due
+-- or held with their lease run out (their worker is gone: taken over); rows of the instances in `spread`
+-- (this worker runs a replica of them already) only if free since `spread_before` (free: let go at
+-- `free_since` if PENDING, at `lease_until` if held), so replicas spread over workers while others are
+-- there to take them; the longest free first. FOR UPDATE SKIP LOCKED: a row another claimer (or any other
+-- step) has locked is passed over, so concurrent claimers never take the same row and never wait for each
+-- other. Each row taken is STARTING with a fresh token (a uuid4's hex), this worker, a lease and the
+-- generation it runs, with a `service_assigned` event (data: worker_id, and `from`: the worker whose lease
+-- ran out). Each row comes with when it was free: the order it was taken in.
+WITH picked AS MATERIALIZED (
+    SELECT name AS picked_name, replica AS picked_replica, status AS was, worker_id AS was_worker,
+           CASE WHEN status = 'pending' THEN coalesce(free_since, created_at) ELSE lease_until END AS free
+    FROM conveyor_services
+    WHERE service = ANY(%(services)s::text[])
+      AND (local_to IS NULL OR local_to = %(worker_id)s)
+      AND wanted
+      AND ((status = 'pending' AND not_before <= %(now)s)
+           OR (status IN ('starting', 'running', 'stopping') AND lease_until < %(now)s))
+      AND (name <> ALL(%(spread)s::text[])
+           OR CASE WHEN status = 'pending' THEN coalesce(free_since, created_at) ELSE lease_until END
+              <= %(spread_before)s)
+    ORDER BY free, name, replica
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), taken AS (
+    UPDATE conveyor_services
+    SET status = 'starting', worker_id = %(worker_id)s, token = replace(gen_random_uuid()::text, '-', ''),
+        lease_until = %(until)s, run_generation = generation, started_at = NULL, updated_at = %(now)s
+    FROM picked
+    WHERE name = picked_name AND replica = picked_replica
+    RETURNING conveyor_services.*, was, was_worker, free
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, task, queue, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, service, queue, worker_id,
+           json_strip_nulls(json_build_object('service', name, 'replica', replica, 'worker_id', worker_id,
+                                              'from', CASE WHEN was <> 'pending' THEN was_worker END))
+    FROM taken
+    RETURNING 1
+)
+SELECT {service_columns}, free,
+       {wake_readers}
+FROM taken;
+
+-- name: renew_services
+-- A keeper's renewal: the lease of every row this worker holds with one of these tokens runs to `until`;
+-- returns those rows (a token missing from the answer is lost: taken over or removed), by name and
+-- replica. Never touches another row: the token and the worker must match, and the row be held. The
+-- rows are locked in (name, replica) order first, as every step that locks several does.
+WITH mine AS MATERIALIZED (
+    SELECT name AS mine_name, replica AS mine_replica FROM conveyor_services
+    WHERE worker_id = %(worker_id)s AND token = ANY(%(tokens)s::text[])
+      AND status IN ('starting', 'running', 'stopping')
+    ORDER BY name, replica
+    FOR UPDATE
+), renewed AS (
+    UPDATE conveyor_services SET lease_until = %(until)s
+    FROM mine
+    WHERE name = mine_name AND replica = mine_replica
+    RETURNING conveyor_services.*
+)
+SELECT {service_columns} FROM renewed ORDER BY name, replica;
+
+-- name: service_running
+-- The run's function has started: STARTING -> RUNNING, started now, with a `service_started` event (data:
+-- the worker and the generation it runs). Nothing (no row, no event) if the token is not current or
+-- the row is not STARTING (a stop or restart made it STOPPING). Returns how many events it wrote (0 or 1).
+WITH started AS (
+    UPDATE conveyor_services SET status = 'running', started_at = %(now)s, updated_at = %(now)s
+    WHERE name = %(name)s AND replica = %(replica)s AND token = %(token)s AND status = 'starting'
+    RETURNING name, replica, service, queue, worker_id, run_generation
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, task, queue, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, service, queue, worker_id,
+           json_build_object('service', name, 'replica', replica, 'worker_id', worker_id,
+                             'generation', run_generation)
+    FROM started
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       {wake_readers}
+FROM logged;
+
+-- name: end_service_run
+-- How a run ended (service_rows.end_params), fenced by its token: no longer held (token, lease and
+-- run_generation cleared, worker_id kept as who ran it last, free since now), its status (STOPPED instead
+-- of PENDING if it is no longer wanted, PENDING instead of STOPPED if a newer generation is wanted),
+-- not_before, restarts + 1 if it restarted, crashes and last_error if given (NULL: kept), with the end's
+-- event (the worker that ran it in its worker_id). Nothing (no row, no event) if the token is not current.
+-- Returns how many events it wrote (0 or 1).
+WITH ended AS (
+    UPDATE conveyor_services
+    SET status = CASE
+            WHEN NOT wanted AND %(status)s::text = 'pending' THEN 'stopped'
+            WHEN wanted AND %(status)s::text = 'stopped' AND generation <> run_generation THEN 'pending'
+            ELSE %(status)s::text
+        END,
+        token = NULL, lease_until = NULL, run_generation = NULL, free_since = %(now)s,
+        not_before = %(not_before)s, restarts = restarts + %(restarted)s,
+        crashes = coalesce(%(crashes)s::jsonb, crashes), last_error = coalesce(%(last_error)s::jsonb, last_error),
+        updated_at = %(now)s
+    WHERE name = %(name)s AND replica = %(replica)s AND token = %(token)s
+    RETURNING service, queue, worker_id
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, task, queue, worker_id, data)
+    SELECT %(now)s, %(event_kind)s, service, queue, worker_id, %(event_data)s::json FROM ended
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       {wake_readers}
+FROM logged;
+
+-- name: forget_local_services
+-- The LOCAL instances of these workers (dead, or stopped without removing them), every row, locked in
+-- (name, replica) order first, with one `service_removed` event per instance (data: local_to, the worker).
+-- Returns how many rows it deleted.
+WITH doomed AS MATERIALIZED (
+    SELECT name AS doomed_name, replica AS doomed_replica FROM conveyor_services
+    WHERE local_to = ANY(%(worker_ids)s::text[])
+    ORDER BY name, replica
+    FOR UPDATE
+), gone AS (
+    DELETE FROM conveyor_services USING doomed
+    WHERE name = doomed_name AND replica = doomed_replica
+    RETURNING name, service, queue, local_to
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, task, queue, data)
+    SELECT %(now)s, %(event_kind)s, min(service), min(queue),
+           json_build_object('service', name, 'local_to', min(local_to))
+    FROM gone
+    GROUP BY name
+    ORDER BY name
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) AS removed,
+       {wake_readers};
+
+-- Accounts ----------------------------------------------------------------------------------------
+-- postgres/accounts.py runs these (migrations/0007_accounts.sql), on the main pool (committed durably:
+-- an acknowledged new token or revocation survives a crash of the server): the HTTP API's users, their
+-- tokens (the SHA-256 of the secret only) and the audit log. Few rows: every step reads a primary key or
+-- an index. No events: the audit log is the record of these changes.
+
+-- name: token_columns
+-- a fragment: a token's columns, in the order of conveyor.backends.rows.TOKEN_COLUMNS (row_to_token).
+id, user_name, label, digest, created_at, last_used_at, revoked_at
+
+-- name: put_user
+-- A new user (created now), or the new permissions of the one of that name; its created_at and tokens
+-- stay. Returns whether it was new: `xmax = 0` is true for a row this statement inserted, false for one it
+-- updated (also when a concurrent put of the same name made it update after all).
+INSERT INTO conveyor_users (name, permissions, created_at) VALUES (%(name)s, %(permissions)s::jsonb, %(now)s)
+ON CONFLICT (name) DO UPDATE SET permissions = excluded.permissions
+RETURNING (xmax = 0) AS new;
+
+-- name: get_user
+-- One user, by the primary key; permissions as JSON text.
+SELECT name, permissions::text, created_at FROM conveyor_users WHERE name = %(name)s;
+
+-- name: list_users
+-- Every user, by name (the primary key's order).
+SELECT name, permissions::text, created_at FROM conveyor_users ORDER BY name;
+
+-- name: remove_user
+-- The user, first in remove_user's transaction (delete_user_tokens follows). Their jobs, schedules and
+-- services stay, owned by the name (a user added again by that name owns them again). Returns the name
+-- (no row: no such user).
+DELETE FROM conveyor_users WHERE name = %(name)s RETURNING name;
+
+-- name: delete_user_tokens
+-- remove_user's second statement, in its transaction: every token of the user, off conveyor_tokens_user.
+-- A statement of its own, not a CTE of remove_user: if an add_token held the user's row (its key share
+-- lock), the delete above waited for its commit, and only a statement started after that sees its token.
+DELETE FROM conveyor_tokens WHERE user_name = %(name)s;
+
+-- name: add_token
+-- A new token, only if its user exists, whose row it locks (FOR KEY SHARE) until commit: a concurrent
+-- remove_user either waits for this token to commit (and then deletes it: delete_user_tokens) or deleted
+-- the user first (then no row is selected, nothing inserted: the store raises StoreError, no such user).
+-- A taken id breaks the primary key (UniqueViolation: StoreError too). Returns the id inserted.
+INSERT INTO conveyor_tokens (id, user_name, label, digest, created_at)
+SELECT %(id)s, name, %(label)s, %(digest)s, %(created_at)s
+FROM (SELECT name FROM conveyor_users WHERE name = %(user)s FOR KEY SHARE) AS u
+RETURNING id;
+
+-- name: get_token
+-- One token by its id (the one a presented token carries), revoked or not: the caller verifies the secret
+-- and the revocation. Its use is recorded in the same statement when it was last recorded more than
+-- `every` seconds ago and the token is not revoked (a revoked token is never used): one write a minute per
+-- token at most; otherwise the UPDATE matches no row and writes nothing. Two requests at once: the second
+-- waits for the first's row lock, then finds the use recorded (no second write). The SELECT reads the
+-- snapshot from before the update, so the use just recorded comes from `touched`.
+WITH touched AS (
+    UPDATE conveyor_tokens SET last_used_at = %(now)s
+    WHERE id = %(id)s AND revoked_at IS NULL
+      AND (last_used_at IS NULL OR last_used_at < %(now)s::float8 - %(every)s::float8)
+    RETURNING last_used_at
+)
+SELECT id, user_name, label, digest, created_at, coalesce((SELECT last_used_at FROM touched), last_used_at),
+       revoked_at
+FROM conveyor_tokens WHERE id = %(id)s;
+
+-- name: list_tokens
+-- Every token (`user` NULL) or the user's, newest first; the id breaks ties.
+SELECT {token_columns} FROM conveyor_tokens
+WHERE %(user)s::text IS NULL OR user_name = %(user)s
+ORDER BY created_at DESC, id;
+
+-- name: revoke_token
+-- Revoked now, kept for the record; no row changes if there is no such token or it is revoked already
+-- (the store answers False).
+UPDATE conveyor_tokens SET revoked_at = %(now)s WHERE id = %(id)s AND revoked_at IS NULL;
+
+-- name: audit_lock
+-- only in this dialect: SQLite's writers are serial, so its entries commit in seq order already.
+-- The first statement of audit's transaction, held to its commit: entries are appended one at a time, so
+-- they commit in the order of their seqs and a reader paging with `after` never passes an entry that
+-- commits later with a smaller seq. Changes made through the API are few: no contention to speak of.
+SELECT pg_advisory_xact_lock(1129270855, hashtext(current_schema()));
+
+-- name: audit
+-- One audit entry (data: JSON text), after audit_lock in its transaction; returns its seq.
+INSERT INTO conveyor_audit (at, user_name, action, target, data)
+VALUES (%(now)s, %(user)s, %(action)s, %(target)s, %(data)s::json)
+RETURNING seq;
+
+-- name: audit_log
+-- Entries after `after` (everyone's, or `user`'s off conveyor_audit_user), oldest first, at most `limit`.
+SELECT seq, at, user_name, action, target, data::text FROM conveyor_audit
+WHERE seq > %(after)s AND (%(user)s::text IS NULL OR user_name = %(user)s)
+ORDER BY seq
 LIMIT %(limit)s;

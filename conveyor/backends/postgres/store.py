@@ -15,7 +15,7 @@ outcomes); what PostgreSQL adds is how it scales:
   events are numbered later, in an order no reader can be overtaken in, by the sequencer of
   events.py; switches and the worker registry are in operations.py; jobs' mailboxes, the release
   of ended waits and owners' notifications in waits.py; pipeline outcomes in pipelines.py;
-  schedules and their ticks in schedules.py;
+  schedules and their ticks in schedules.py; services in services.py, accounts in accounts.py;
 * the schema is built by the versioned ``.sql`` migrations in ``postgres/migrations``,
   applied under a transaction-scoped advisory lock, so concurrent ``conveyor migrate`` runs
   are safe; every statement lives in ``postgres/queries.sql``.
@@ -56,6 +56,7 @@ from ..base import JobQuery, Outcome, OutcomeKind, Report
 from ..columns import insert_params, insert_row, new_job_record, row_to_job
 from ..rows import enqueued_rows, list_params
 from . import pipelines
+from .accounts import AccountsMixin
 from .connections import (
     Connection,
     Listener,
@@ -69,6 +70,7 @@ from .events import EventLogMixin, Waker
 from .operations import OperationsMixin
 from .schedules import SchedulesMixin
 from .schema import SchemaMixin, queries
+from .services import ServicesMixin
 from .waits import WaitsMixin
 
 log = logging.getLogger("conveyor.postgres")
@@ -106,7 +108,9 @@ def _copied(jobs: Sequence[NewJob]) -> bool:
     return len(jobs) > 1 and all(new.key is None for new in jobs)
 
 
-class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin, WaitsMixin, SchedulesMixin):
+class PostgresBackend(
+    SchemaMixin, EventLogMixin, OperationsMixin, WaitsMixin, SchedulesMixin, ServicesMixin, AccountsMixin
+):
     """A job store in a PostgreSQL database: the jobs in ``conveyor_jobs``, their events in
     ``conveyor_events``, named locks, switches, the worker registry, jobs' mailboxes and owners'
     notifications beside them.
@@ -474,9 +478,11 @@ class PostgresBackend(SchemaMixin, EventLogMixin, OperationsMixin, WaitsMixin, S
         return None if row is None else row_to_job(row)
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
+        """One owner's jobs by their own statement (list_owned_jobs: off the owner index)."""
         params = list_params(query)
+        statement = queries()["list_jobs" if query.owner is None else "list_owned_jobs"]
         with self._conn("list jobs") as conn:
-            rows = conn.execute(queries()["list_jobs"], params).fetchall()
+            rows = conn.execute(statement, params).fetchall()
         return [row_to_job(row) for row in rows]
 
     def counts(self, now: float) -> dict[tuple[str, Status], int]:

@@ -267,16 +267,35 @@ LIMIT :limit;
 -- name: get
 SELECT {job_columns} FROM conveyor_jobs WHERE id = :id;
 
--- name: list_jobs
--- A NULL filter matches everything. Newest first, by insertion order.
-SELECT {job_columns} FROM conveyor_jobs
-WHERE (:queue IS NULL OR queue = :queue)
+-- name: job_filters
+-- a fragment: list_jobs' and list_owned_jobs' filters (conveyor.backends.rows.list_params); a NULL filter
+-- matches everything. :search is plain text found in the args' or kwargs' JSON text (instr: no pattern,
+-- case-sensitive), or the start of the id (the web's `q`); it scans, bounded by the LIMIT.
+(:queue IS NULL OR queue = :queue)
   AND (:status IS NULL OR status = :status)
   AND (:task IS NULL OR task = :task)
   AND (:scheduled_by IS NULL OR scheduled_by = :scheduled_by)  -- every run of a schedule
   AND (:id_prefix IS NULL OR substr(id, 1, length(:id_prefix)) = :id_prefix)  -- `conveyor job 3f2a`
+  AND (:search IS NULL OR substr(id, 1, length(:search)) = :search
+       OR instr(args, :search) > 0 OR instr(kwargs, :search) > 0)
   AND (:due_before IS NULL OR scheduled_at <= :due_before)
   AND (:due_after IS NULL OR scheduled_at > :due_after)
+
+-- name: list_jobs
+-- Newest first, by insertion order. :owner NULL matches every job; the store runs list_owned_jobs when
+-- it is set.
+SELECT {job_columns} FROM conveyor_jobs
+WHERE (:owner IS NULL OR owner = :owner) AND {job_filters}
+ORDER BY seq DESC
+LIMIT :limit OFFSET :offset;
+
+-- name: list_owned_jobs
+-- list_jobs of one owner's jobs (a web user without view-others lists only theirs), newest first: read
+-- off conveyor_jobs_owner in seq order (its entries carry the rowid), so a user with few jobs among
+-- millions costs a few reads. Its own statement because SQLite plans one before the parameters are bound:
+-- list_jobs' `:owner IS NULL OR ...` could not use the index.
+SELECT {job_columns} FROM conveyor_jobs
+WHERE owner = :owner AND {job_filters}
 ORDER BY seq DESC
 LIMIT :limit OFFSET :offset;
 
@@ -607,9 +626,13 @@ GROUP BY q.queue
 HAVING due <= :now;
 
 -- name: destroy_all
--- Run in one transaction: every job, lock, event, switch, worker, message, notification, schedule and
--- tick record. sqlite_sequence keeps the event and notification numbers' high marks, so none is given
--- out again.
+-- Run in one transaction: every job, lock, event, switch, worker, message, notification, schedule, tick
+-- record, service, user, token and audit entry. sqlite_sequence keeps the event, notification and audit
+-- numbers' high marks, so none is given out again.
+DELETE FROM conveyor_audit;
+DELETE FROM conveyor_tokens;
+DELETE FROM conveyor_users;
+DELETE FROM conveyor_services;
 DELETE FROM conveyor_schedules;
 DELETE FROM conveyor_schedule_ticks;
 DELETE FROM conveyor_jobs;
@@ -628,22 +651,23 @@ DELETE FROM conveyor_workers;
 -- name: schedule_columns
 -- a fragment: a schedule's columns, in the order of conveyor.backends.rows.SCHEDULE_COLUMNS (row_to_schedule).
 name, cron, tz, every, anchor, target, missed, catch_up, grace, overlap, jitter, paused, source, next_at,
-last_tick_at, last_job_id, paused_at, created_at, updated_at
+last_tick_at, last_job_id, paused_at, created_at, updated_at, owner
 
 -- name: put_schedule
--- A new schedule, or the new spec, target, policies, next_at and source of the one of that name: its tick
--- history, last tick and job, created_at, and whether (and since when) it is paused stay as they were (a
--- worker's sync must not resume what a user paused). The store reads get_schedule first, under the same
--- write lock, to tell a new one (its `schedule_put` event says which).
+-- A new schedule, or the new spec, target, policies, next_at, source and owner of the one of that name
+-- (the owner is replaced like the spec: a put says whose the schedule is): its tick history, last tick
+-- and job, created_at, and whether (and since when) it is paused stay as they were (a worker's sync must
+-- not resume what a user paused). The store reads get_schedule first, under the same write lock, to tell
+-- a new one (its `schedule_put` event says which).
 INSERT INTO conveyor_schedules (name, cron, tz, every, anchor, target, missed, catch_up, grace, overlap, jitter,
-                                paused, source, next_at, paused_at, created_at, updated_at)
+                                paused, source, owner, next_at, paused_at, created_at, updated_at)
 VALUES (:name, :cron, :tz, :every, :anchor, :target, :missed, :catch_up, :grace, :overlap, :jitter, :paused,
-        :source, :next_at, :paused_at, :now, :now)
+        :source, :owner, :next_at, :paused_at, :now, :now)
 ON CONFLICT (name) DO UPDATE SET
     cron = excluded.cron, tz = excluded.tz, every = excluded.every, anchor = excluded.anchor,
     target = excluded.target, missed = excluded.missed, catch_up = excluded.catch_up, grace = excluded.grace,
-    overlap = excluded.overlap, jitter = excluded.jitter, source = excluded.source, next_at = excluded.next_at,
-    updated_at = excluded.updated_at;
+    overlap = excluded.overlap, jitter = excluded.jitter, source = excluded.source, owner = excluded.owner,
+    next_at = excluded.next_at, updated_at = excluded.updated_at;
 
 -- name: get_schedule
 SELECT {schedule_columns} FROM conveyor_schedules WHERE name = :name;
@@ -725,4 +749,282 @@ WHERE schedule = :name
 SELECT schedule, tick_at, outcome, job_id, at, data FROM conveyor_schedule_ticks
 WHERE schedule = :name
 ORDER BY tick_at DESC
+LIMIT :limit;
+
+-- services ----------------------------------------------------------------------------------------------
+-- conveyor/backends/sqlite/services.py runs these: one row per replica of a service instance
+-- (migrations/0006_services.sql). How a run ends is decided in Python (conveyor.service_policy); the store
+-- writes it, fenced by the run's token. Each step's events are appended (insert_event) in its transaction.
+-- 'starting', 'running' and 'stopping' are the held statuses (conveyor.service_types.HELD): a worker
+-- holds the row with a token and a lease. Tens of rows: every step reads the primary key or scans them.
+
+-- name: service_columns
+-- a fragment: a replica's columns, in the order of conveyor.backends.service_rows.SERVICE_COLUMNS (row_to_service).
+name, replica, service, queue, params, source, local_to, wanted, generation, status, worker_id, token,
+lease_until, run_generation, started_at, free_since, not_before, restarts, crashes, last_error, created_at,
+updated_at, owner
+
+-- name: create_service
+-- An instance's :replicas rows (0 .. :replicas - 1, counted by the recursive CTE), PENDING and free since
+-- now (claim_services' spreading waits on it), or STOPPED if not :wanted; :params JSON text; :owner on
+-- every row. Nothing is inserted if an instance of that name exists (no row: the store answers False,
+-- writes no event). The statement starts with INSERT, not WITH, so that Python's sqlite3 reports its
+-- rowcount.
+INSERT INTO conveyor_services (name, replica, service, queue, params, source, local_to, wanted, status,
+                               free_since, created_at, updated_at, owner)
+WITH RECURSIVE replicas (replica) AS (
+    SELECT 0 UNION ALL SELECT replica + 1 FROM replicas WHERE replica + 1 < :replicas
+)
+SELECT :name, replica, :service, :queue, :params, :source, :local_to, :wanted,
+       CASE WHEN :wanted THEN 'pending' ELSE 'stopped' END, :now, :now, :now, :owner
+FROM replicas
+WHERE NOT EXISTS (SELECT 1 FROM conveyor_services WHERE name = :name);
+
+-- name: set_service_queue
+-- resize_service's first step: the instance's queue, on every row (no row changes if it is that already:
+-- the store counts the rows changed by this and the next two to tell whether anything did).
+UPDATE conveyor_services SET queue = :queue, updated_at = :now WHERE name = :name AND queue <> :queue;
+
+-- name: add_service_replicas
+-- resize_service growing an instance: the replicas from the first missing one (replicas are numbered
+-- 0 .. n - 1 without gaps) up to :replicas - 1, copying replica 0's service, params, source, local_to,
+-- wanted, generation and owner; PENDING (free since now) or STOPPED as replica 0 is wanted or not. No
+-- instance: no replica 0, no row. The statement starts with INSERT, not WITH, so that Python's sqlite3
+-- reports its rowcount.
+INSERT INTO conveyor_services (name, replica, service, queue, params, source, local_to, wanted, generation,
+                               status, free_since, created_at, updated_at, owner)
+WITH RECURSIVE replicas (replica) AS (
+    SELECT max(replica) + 1 FROM conveyor_services WHERE name = :name
+    UNION ALL SELECT replica + 1 FROM replicas WHERE replica + 1 < :replicas
+)
+SELECT s.name, r.replica, s.service, :queue, s.params, s.source, s.local_to, s.wanted, s.generation,
+       CASE WHEN s.wanted THEN 'pending' ELSE 'stopped' END, :now, :now, :now, s.owner
+FROM replicas AS r JOIN conveyor_services AS s ON s.name = :name AND s.replica = 0
+WHERE r.replica < :replicas;
+
+-- name: drop_service_replicas
+-- resize_service shrinking an instance: the rows from :replicas up go, held or not. Their holders find
+-- their tokens gone at their next renewal (renew_services) and stop.
+DELETE FROM conveyor_services WHERE name = :name AND replica >= :replicas;
+
+-- name: control_service
+-- A user's start, stop, restart or reload (:action, a ServiceAction value) of every replica, in one
+-- statement (each expression reads the row as it was). start: wanted; a STOPPED or FAILED row is PENDING
+-- again, due now, free since now, its crashes and error forgotten. stop: not wanted; PENDING -> STOPPED,
+-- held -> STOPPING (its holder stops it and ends the run; STOPPED and FAILED stay so). restart and reload:
+-- wanted, generation + 1; held -> STOPPING (its holder ends the run PENDING and a worker takes the new
+-- generation), STOPPED and FAILED -> PENDING as for start. reload: :params (JSON text) replaces the
+-- stored ones when given. A start on a row STOPPING because of a stop (wanted 0) is a restart: wanted 1,
+-- generation + 1, so its holder stops the old run (if it had not seen the stop yet) and a worker takes
+-- the new generation; end_service_run writes PENDING for a run that ended STOPPED meanwhile, as the row
+-- is wanted again. The store then reads the rows back (list_services).
+UPDATE conveyor_services
+SET wanted = CASE WHEN :action = 'stop' THEN 0 ELSE 1 END,
+    generation = generation + CASE
+        WHEN :action IN ('restart', 'reload') THEN 1
+        WHEN :action = 'start' AND status = 'stopping' AND wanted = 0 THEN 1
+        ELSE 0
+    END,
+    params = CASE WHEN :action = 'reload' THEN coalesce(:params, params) ELSE params END,
+    status = CASE
+        WHEN :action = 'stop' AND status = 'pending' THEN 'stopped'
+        WHEN :action = 'stop' AND status IN ('starting', 'running', 'stopping') THEN 'stopping'
+        WHEN :action = 'stop' THEN status
+        WHEN status IN ('stopped', 'failed') THEN 'pending'
+        WHEN :action IN ('restart', 'reload') AND status IN ('starting', 'running', 'stopping') THEN 'stopping'
+        ELSE status
+    END,
+    not_before = CASE WHEN :action <> 'stop' AND status IN ('stopped', 'failed') THEN :now ELSE not_before END,
+    free_since = CASE WHEN :action <> 'stop' AND status IN ('stopped', 'failed') THEN :now ELSE free_since END,
+    crashes = CASE WHEN :action <> 'stop' AND status IN ('stopped', 'failed') THEN '[]' ELSE crashes END,
+    last_error = CASE WHEN :action <> 'stop' AND status IN ('stopped', 'failed') THEN NULL ELSE last_error END,
+    updated_at = :now
+WHERE name = :name;
+
+-- name: remove_service
+-- Every row of the instance, held or not (holders find their tokens gone at their next renewal and stop);
+-- what its service_removed event names. No row: no such instance.
+DELETE FROM conveyor_services WHERE name = :name RETURNING service, queue;
+
+-- name: list_services
+-- Every replica (:name NULL) or the instance :name's, by name and replica (the primary key's order).
+SELECT {service_columns} FROM conveyor_services
+WHERE :name IS NULL OR name = :name
+ORDER BY name, replica;
+
+-- name: services_due
+-- only in this dialect: claim_services' cheap first look, outside the write lock (an idle keeper's pass
+-- must not take it): 1 if a row of :services (JSON array) may be claimed by :worker_id now, or a row not
+-- wanted has a lease run out (stop_expired_services). Spreading is left to the claim itself.
+SELECT EXISTS (
+    SELECT 1 FROM conveyor_services
+    WHERE (status IN ('starting', 'running', 'stopping') AND lease_until < :now
+           AND (wanted = 0 OR (service IN (SELECT value FROM json_each(:services))
+                               AND (local_to IS NULL OR local_to = :worker_id))))
+       OR (status = 'pending' AND wanted = 1 AND not_before <= :now
+           AND service IN (SELECT value FROM json_each(:services)) AND (local_to IS NULL OR local_to = :worker_id))
+);
+
+-- name: stop_expired_services
+-- claim_services' first step: a replica asked to stop (not wanted) whose holder's lease ran out is STOPPED
+-- (its worker is gone, so nothing runs it any more), whatever its service or queue: no worker has to
+-- serve its queue for a stop to finish. worker_id stays: who held it last (its service_stopped event).
+UPDATE conveyor_services
+SET status = 'stopped', token = NULL, lease_until = NULL, run_generation = NULL, free_since = :now,
+    updated_at = :now
+WHERE wanted = 0 AND status IN ('starting', 'running', 'stopping') AND lease_until < :now
+RETURNING {service_columns};
+
+-- name: claimable_services
+-- only in this dialect: PostgreSQL picks and takes the rows in one statement (claim_services, FOR UPDATE
+-- SKIP LOCKED); here the store picks them with this, then takes each (take_service), under the one write lock.
+-- The rows :worker_id may take: of :services (JSON array), local to no worker or to it, wanted, and either
+-- PENDING and due, or held with a lease run out (taken over: lost_by names the worker that held it).
+-- free_at is when the row was let go: free_since (PENDING) or the lease's end (taken over). A row of an
+-- instance in :spread (which the worker runs a replica of already) waits until it was free at
+-- :spread_before or earlier, so that replicas go to other workers while there are some. Oldest free first.
+SELECT name, replica, lost_by FROM (
+    SELECT name, replica, CASE WHEN status = 'pending' THEN NULL ELSE worker_id END AS lost_by,
+           CASE WHEN status = 'pending' THEN coalesce(free_since, created_at) ELSE lease_until END AS free_at
+    FROM conveyor_services
+    WHERE service IN (SELECT value FROM json_each(:services))
+      AND (local_to IS NULL OR local_to = :worker_id)
+      AND wanted = 1
+      AND ((status = 'pending' AND not_before <= :now)
+           OR (status IN ('starting', 'running', 'stopping') AND lease_until < :now))
+)
+WHERE name NOT IN (SELECT value FROM json_each(:spread)) OR free_at <= :spread_before
+ORDER BY free_at, name, replica
+LIMIT :limit;
+
+-- name: take_service
+-- only in this dialect: PostgreSQL takes the rows in the statement that picks them (claim_services).
+-- One row claimable_services picked: STARTING, held by :worker_id with a fresh :token until :until, to run
+-- its current generation (run_generation); started_at waits for service_running.
+UPDATE conveyor_services
+SET status = 'starting', worker_id = :worker_id, token = :token, lease_until = :until,
+    run_generation = generation, started_at = NULL, updated_at = :now
+WHERE name = :name AND replica = :replica
+RETURNING {service_columns};
+
+-- name: renew_services
+-- A keeper's renewal: the lease of every row :worker_id holds with one of :tokens (JSON array; each found
+-- by the unique token index) runs to :until. A token not returned is lost: taken over, or its row deleted.
+-- Rows of other workers or other tokens are never touched.
+UPDATE conveyor_services SET lease_until = :until
+WHERE token IN (SELECT value FROM json_each(:tokens)) AND worker_id = :worker_id
+  AND status IN ('starting', 'running', 'stopping')
+RETURNING {service_columns};
+
+-- name: service_running
+-- The run's function started: STARTING -> RUNNING, fenced by the token. No row: the token is not current
+-- (taken over, removed) or the row is not STARTING any more (a stop or restart came first).
+UPDATE conveyor_services SET status = 'running', started_at = :now, updated_at = :now
+WHERE name = :name AND replica = :replica AND token = :token AND status = 'starting'
+RETURNING {service_columns};
+
+-- name: end_service_run
+-- How a run ended (conveyor.service_rows.end_params), fenced by its token: no longer held (token, lease and
+-- run_generation cleared; worker_id stays, who ran it last), free since now, :status, except that a
+-- replica no longer wanted is STOPPED rather than PENDING (a stop came while it ran) and one wanted again
+-- is PENDING rather than STOPPED when a newer generation is wanted (a start came after the stop its
+-- worker saw), :not_before, one
+-- more restart if :restarted, and :crashes / :last_error (JSON text) where given (NULL: left as they are).
+-- No row: the token is not current, nothing is written.
+UPDATE conveyor_services
+SET status = CASE
+        WHEN wanted = 0 AND :status = 'pending' THEN 'stopped'
+        WHEN wanted = 1 AND :status = 'stopped' AND generation <> run_generation THEN 'pending'
+        ELSE :status
+    END,
+    token = NULL, lease_until = NULL, run_generation = NULL, free_since = :now, not_before = :not_before,
+    restarts = restarts + :restarted, crashes = coalesce(:crashes, crashes),
+    last_error = coalesce(:last_error, last_error), updated_at = :now
+WHERE name = :name AND replica = :replica AND token = :token
+RETURNING {service_columns};
+
+-- name: forget_local_services
+-- The LOCAL instances of workers gone (:worker_ids, a JSON array): every replica of them, held or not;
+-- what their service_removed events name.
+DELETE FROM conveyor_services WHERE local_to IN (SELECT value FROM json_each(:worker_ids))
+RETURNING name, service, queue, local_to;
+
+-- accounts ----------------------------------------------------------------------------------------------
+-- conveyor/backends/sqlite/accounts.py runs these (migrations/0007_accounts.sql): the HTTP API's users,
+-- their tokens (the SHA-256 of the secret only) and the audit log. A user's or a token's change is a
+-- producer commit (synced: an acknowledged new token or revocation survives a power cut); recording a
+-- token's use is bookkeeping, not synced. Few rows: every step reads a primary key or an index.
+
+-- name: token_columns
+-- a fragment: a token's columns, in the order of conveyor.backends.rows.TOKEN_COLUMNS (row_to_token).
+id, user_name, label, digest, created_at, last_used_at, revoked_at
+
+-- name: put_user
+-- A new user (created now), or the new permissions (:permissions, a JSON array) of the one of that name;
+-- its created_at and tokens stay. The store reads get_user first, under the same write lock, to tell a
+-- new one.
+INSERT INTO conveyor_users (name, permissions, created_at) VALUES (:name, :permissions, :now)
+ON CONFLICT (name) DO UPDATE SET permissions = excluded.permissions;
+
+-- name: get_user
+-- One user, by the primary key.
+SELECT name, permissions, created_at FROM conveyor_users WHERE name = :name;
+
+-- name: list_users
+-- Every user, by name (the primary key's order).
+SELECT name, permissions, created_at FROM conveyor_users ORDER BY name;
+
+-- name: remove_user
+-- The user; their tokens go too (delete_user_tokens), in the same transaction. Their jobs, schedules and
+-- services stay, owned by the name (a user added again by that name owns them again).
+DELETE FROM conveyor_users WHERE name = :name;
+
+-- name: delete_user_tokens
+-- remove_user's second statement: every token of the user, found by conveyor_tokens_user. In PostgreSQL too
+-- (a statement of its own there as well: it must see a token added while the user's delete waited).
+DELETE FROM conveyor_tokens WHERE user_name = :name;
+
+-- name: add_token
+-- A new token, only if its user exists (no row inserted: the store raises StoreError, no such user);
+-- SQLite's write lock makes the check and the insert one step against remove_user. A taken id breaks the
+-- primary key (IntegrityError: the store raises StoreError). Starts with INSERT for sqlite3's rowcount.
+INSERT INTO conveyor_tokens (id, user_name, label, digest, created_at)
+SELECT :id, name, :label, :digest, :created_at FROM conveyor_users WHERE name = :user;
+
+-- name: get_token
+-- One token by its id (the one a presented token carries), revoked or not: the caller verifies the
+-- secret and the revocation.
+SELECT {token_columns} FROM conveyor_tokens WHERE id = :id;
+
+-- name: touch_token
+-- only in this dialect: PostgreSQL records the use in get_token's own statement (a data-modifying CTE).
+-- get_token's write, run only when the read found the use last recorded more than :every seconds ago: the
+-- use now, unless another process recorded one meanwhile (the same test, under the write lock), or the
+-- token was revoked (a revoked token is never used). One write a minute per token at most.
+UPDATE conveyor_tokens SET last_used_at = :now
+WHERE id = :id AND revoked_at IS NULL AND (last_used_at IS NULL OR last_used_at < :now - :every);
+
+-- name: list_tokens
+-- Every token (:user NULL) or the user's, newest first; the id breaks ties. A few rows: a scan and a sort.
+SELECT {token_columns} FROM conveyor_tokens
+WHERE :user IS NULL OR user_name = :user
+ORDER BY created_at DESC, id;
+
+-- name: revoke_token
+-- Revoked now, kept for the record; no row changes if there is no such token or it is revoked already
+-- (the store answers False).
+UPDATE conveyor_tokens SET revoked_at = :now WHERE id = :id AND revoked_at IS NULL;
+
+-- name: audit
+-- One audit entry (:data JSON text); its seq, the next AUTOINCREMENT number, is returned.
+INSERT INTO conveyor_audit (at, user_name, action, target, data) VALUES (:now, :user, :action, :target, :data)
+RETURNING seq;
+
+-- name: audit_log
+-- Entries after :after (everyone's, or :user's), oldest first, at most :limit: a range of the primary key,
+-- filtered (an audit log of API changes is small, and a page stops at :limit). Writers are serial: seq
+-- order is commit order, no entry is ever committed behind one a reader has passed.
+SELECT seq, at, user_name, action, target, data FROM conveyor_audit
+WHERE seq > :after AND (:user IS NULL OR user_name = :user)
+ORDER BY seq
 LIMIT :limit;

@@ -8,8 +8,8 @@ worker's own bookkeeping does not (docs/sqlite.md). Each thread gets its own con
 workers watch ``PRAGMA data_version``, which changes whenever another connection commits.
 Every statement is in queries.sql; the schema is built by migrations/NNNN_*.sql. The event log,
 the switches and the worker registry are in operations.py, outcomes in outcomes.py, waits and the
-mailbox in waits.py, notifications in notifications.py, schedules in schedules.py (each a part of
-this class).
+mailbox in waits.py, notifications in notifications.py, schedules in schedules.py, services in
+services.py, accounts in accounts.py (each a part of this class).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from ..base import JobQuery
 from ..columns import insert_plain_row, insert_row, is_plain, new_job_record, row_to_job
 from ..rows import list_params
 from . import event_writes, schema
+from .accounts import SQLiteAccounts
 from .errors import translated
 from .notifications import SQLiteNotifications
 from .operations import SQLiteOperations
@@ -40,6 +41,7 @@ from .options import DEFAULT_BUSY_TIMEOUT, SQLiteOptions
 from .outcomes import SQLiteOutcomes
 from .pipeline_rows import stage_params
 from .schedules import SQLiteSchedules
+from .services import SQLiteServices
 from .waits import SQLiteWaits
 from .writers import WritersQueue
 
@@ -53,7 +55,9 @@ def _queue_params(queues: Sequence[str]) -> tuple[str, dict[str, str]]:
     return ", ".join(f":{name}" for name in names), dict(zip(names, queues, strict=True))
 
 
-class SQLiteBackend(SQLiteOutcomes, SQLiteWaits, SQLiteNotifications, SQLiteSchedules, SQLiteOperations):
+class SQLiteBackend(
+    SQLiteOutcomes, SQLiteWaits, SQLiteNotifications, SQLiteSchedules, SQLiteServices, SQLiteAccounts, SQLiteOperations
+):
     """A job store in one SQLite file. ``path`` ':memory:' is refused: workers need a file.
 
     ``durable``: producer commits (enqueue, cancel, requeue, prune) wait for the fsync of the log,
@@ -367,9 +371,11 @@ class SQLiteBackend(SQLiteOutcomes, SQLiteWaits, SQLiteNotifications, SQLiteSche
         return None if row is None else row_to_job(row)
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
+        """One owner's jobs by their own statement (list_owned_jobs: off the owner index)."""
         params = list_params(query)
+        statement = self._sql["list_jobs" if query.owner is None else "list_owned_jobs"]
         with self._read("list jobs") as conn:
-            return [row_to_job(row) for row in conn.execute(self._sql["list_jobs"], params)]
+            return [row_to_job(row) for row in conn.execute(statement, params)]
 
     def counts(self, now: float) -> dict[tuple[str, Status], int]:
         with self._read("count jobs") as conn:

@@ -1,0 +1,1 @@
+"""The web tests: the HTTP API, the dashboard, metrics."""
