@@ -7,7 +7,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .accounts import AuditEntry, Permission, TokenRecord, User, check_user_name, new_token, split_token, verify
+from .accounts import (
+    AuditEntry,
+    Permission,
+    TokenRecord,
+    User,
+    check_user_name,
+    digest,
+    new_token,
+    split_token,
+    verify,
+)
 from .errors import ConveyorError
 
 if TYPE_CHECKING:
@@ -80,7 +90,7 @@ class AccountsMixin:
         if parts is None:
             return None
         token_id, secret = parts
-        record = self.backend.get_token(token_id, self.clock())
+        record = self.backend.get_token(token_id, self.clock(), digest(secret))  # its use recorded if it matches
         if record is None or not verify(secret, record):
             return None
         return self.backend.get_user(record.user)

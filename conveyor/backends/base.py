@@ -518,9 +518,11 @@ class Accounts(Protocol):
         """Store a new token. Raises StoreError if its user does not exist or its id is taken."""
         ...
 
-    def get_token(self, token_id: str, now: float) -> TokenRecord | None:
-        """The token of that id (revoked ones too), or None; records ``last_used_at`` = now when it was
-        last recorded more than a minute ago (one write a minute per token at most)."""
+    def get_token(self, token_id: str, now: float, digest: str | None = None) -> TokenRecord | None:
+        """The token of that id (revoked ones too), or None. With ``digest`` (the SHA-256 of the secret
+        presented) equal to the stored one, and the token not revoked, its use is recorded:
+        ``last_used_at`` = now when it was last recorded more than a minute ago (one write a minute per
+        token at most). A wrong secret records nothing; the caller still decides, in constant time."""
         ...
 
     def list_tokens(self, user: str | None) -> list[TokenRecord]:

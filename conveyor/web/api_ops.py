@@ -28,25 +28,36 @@ def list_queues(call: Call) -> Page[object]:
     return page_of(list(call.app.queues()), call.query)
 
 
-def _queue(call: Call, off: bool) -> Changed:
-    """Pause (``off``) or resume the queue of the path; audited."""
+#: What switching a queue or a task off and on is called: the forbidden action, and the audit action off / on.
+_SWITCHED = {
+    "queue": ("pausing or resuming a queue", "queue.pause", "queue.resume"),
+    "task": ("disabling or enabling a task", "task.disable", "task.enable"),
+}
+
+
+def _switch(call: Call, scope: str, off: bool) -> Changed:
+    """Turn the queue (pause) or task (disable) of the path off (``off``) or on again; audited."""
     name = call.params["name"]
-    access.operator(call.user, "pausing or resuming a queue")
-    changed = call.app.pause_queue(name) if off else call.app.resume_queue(name)
-    call.audit("queue.pause" if off else "queue.resume", name, {"changed": changed})
+    what, off_action, on_action = _SWITCHED[scope]
+    access.operator(call.user, what)
+    if scope == "queue":
+        changed = call.app.pause_queue(name) if off else call.app.resume_queue(name)
+    else:
+        changed = call.app.disable_task(name) if off else call.app.enable_task(name)
+    call.audit(off_action if off else on_action, name, {"changed": changed})
     return Changed(changed=changed)
 
 
 @router.post("/api/queues/{name}/pause", answer=Changed, errors=(403, 422))
 def pause_queue(call: Call) -> Changed:
     """Stop claims from the queue on every worker until resumed (running jobs finish)."""
-    return _queue(call, True)
+    return _switch(call, "queue", True)
 
 
 @router.post("/api/queues/{name}/resume", answer=Changed, errors=(403, 422))
 def resume_queue(call: Call) -> Changed:
     """Let workers claim from the queue again."""
-    return _queue(call, False)
+    return _switch(call, "queue", False)
 
 
 @router.get("/api/tasks", query=PageQuery, answer=Page[TaskInfo])
@@ -62,25 +73,16 @@ def list_tasks(call: Call) -> Page[object]:
     return page_of(list(tasks), call.query)
 
 
-def _task(call: Call, off: bool) -> Changed:
-    """Disable (``off``) or enable the task of the path; audited."""
-    name = call.params["name"]
-    access.operator(call.user, "disabling or enabling a task")
-    changed = call.app.disable_task(name) if off else call.app.enable_task(name)
-    call.audit("task.disable" if off else "task.enable", name, {"changed": changed})
-    return Changed(changed=changed)
-
-
 @router.post("/api/tasks/{name}/disable", answer=Changed, errors=(403, 422))
 def disable_task(call: Call) -> Changed:
     """Leave the task's queued jobs queued, untouched, until enabled (running ones finish)."""
-    return _task(call, True)
+    return _switch(call, "task", True)
 
 
 @router.post("/api/tasks/{name}/enable", answer=Changed, errors=(403, 422))
 def enable_task(call: Call) -> Changed:
     """Let workers claim the task's jobs again."""
-    return _task(call, False)
+    return _switch(call, "task", False)
 
 
 @router.get("/api/switches", answer=Switches)

@@ -27,6 +27,7 @@ from .conftest import OpenStore
 from .jobdata import LEASE, T0, new
 
 MINUTE = 60.0
+SECRET_DIGEST = digest("secret-0123456789ab")  #: the digest of token()'s made-up secret
 VIEW, MODIFY, SYSTEM, READ_ONLY = (
     Permission.VIEW_OTHERS, Permission.MODIFY_OTHERS, Permission.SYSTEM, Permission.READ_ONLY,
 )  # fmt: skip
@@ -129,7 +130,7 @@ def test_add_token_then_get_it_back_with_its_first_use(backend: Backend) -> None
     record = token(label="laptop é")
     backend.add_token(record)
     assert backend.list_tokens("alice") == [record]  # digest kept, no use yet
-    assert backend.get_token(record.id, T0 + 10) == msgspec.structs.replace(record, last_used_at=T0 + 10)
+    assert backend.get_token(record.id, T0 + 10, record.digest) == msgspec.structs.replace(record, last_used_at=T0 + 10)
     assert backend.list_tokens("alice") == [msgspec.structs.replace(record, last_used_at=T0 + 10)]
 
 
@@ -173,7 +174,7 @@ def test_a_tokens_use_is_recorded_at_most_once_a_minute(backend: Backend) -> Non
     backend.add_token(token())
 
     def used_at(now: float) -> float | None:
-        got = backend.get_token("0123456789ab", now)
+        got = backend.get_token("0123456789ab", now, SECRET_DIGEST)
         assert got is not None
         stored = backend.list_tokens("alice")[0].last_used_at
         assert got.last_used_at == stored  # what get_token answers is what the store holds
@@ -192,17 +193,27 @@ def test_a_use_recorded_by_another_store_instance_is_not_written_again(open_stor
     first, second = open_store(), open_store()
     first.put_user(user("alice"), T0)
     first.add_token(token())
-    got = first.get_token("0123456789ab", T0 + 1)
+    got = first.get_token("0123456789ab", T0 + 1, SECRET_DIGEST)
     assert got is not None and got.last_used_at == T0 + 1
-    got = second.get_token("0123456789ab", T0 + 2)
+    got = second.get_token("0123456789ab", T0 + 2, SECRET_DIGEST)
     assert got is not None and got.last_used_at == T0 + 1
+
+
+def test_a_wrong_secret_or_none_records_no_use(backend: Backend) -> None:
+    with_users(backend, "alice")
+    backend.add_token(token())
+    got = backend.get_token("0123456789ab", T0 + 1, digest("not-the-secret"))
+    assert got is not None and got.last_used_at is None  # found (the caller refuses it), not used
+    got = backend.get_token("0123456789ab", T0 + 2)
+    assert got is not None and got.last_used_at is None
+    assert backend.list_tokens("alice")[0].last_used_at is None
 
 
 def test_revoke_token(backend: Backend) -> None:
     with_users(backend, "alice")
     backend.add_token(token())
     assert backend.revoke_token("0123456789ab", T0 + 5) is True
-    got = backend.get_token("0123456789ab", T0 + 6)
+    got = backend.get_token("0123456789ab", T0 + 6, SECRET_DIGEST)
     assert got is not None and got.revoked_at == T0 + 5  # still found: the caller refuses it
     assert got.last_used_at is None  # a revoked token is never used
     assert backend.revoke_token("0123456789ab", T0 + 7) is False  # already

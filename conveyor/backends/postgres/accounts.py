@@ -69,8 +69,8 @@ class AccountsMixin:
         if row is None:
             raise StoreError(f"no user named {token.user!r}: the token was not stored")
 
-    def get_token(self, token_id: str, now: float) -> TokenRecord | None:
-        params = {"id": token_id, "now": now, "every": TOKEN_TOUCH_EVERY}
+    def get_token(self, token_id: str, now: float, digest: str | None = None) -> TokenRecord | None:
+        params = {"id": token_id, "now": now, "every": TOKEN_TOUCH_EVERY, "digest": digest}
         with self._conn("read a token") as conn:
             row = conn.execute(queries()["get_token"], params).fetchone()
         return None if row is None else row_to_token(row)

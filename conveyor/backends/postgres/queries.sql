@@ -1438,14 +1438,15 @@ RETURNING id;
 
 -- name: get_token
 -- One token by its id (the one a presented token carries), revoked or not: the caller verifies the secret
--- and the revocation. Its use is recorded in the same statement when it was last recorded more than
--- `every` seconds ago and the token is not revoked (a revoked token is never used): one write a minute per
--- token at most; otherwise the UPDATE matches no row and writes nothing. Two requests at once: the second
+-- and the revocation (in constant time). Its use is recorded in the same statement when the presented
+-- secret's digest is the token's (a wrong secret records nothing; NULL: a read only), it was last recorded
+-- more than `every` seconds ago and the token is not revoked (a revoked token is never used): one write
+-- a minute per token at most; otherwise the UPDATE matches no row and writes nothing. Two requests at once: the second
 -- waits for the first's row lock, then finds the use recorded (no second write). The SELECT reads the
 -- snapshot from before the update, so the use just recorded comes from `touched`.
 WITH touched AS (
     UPDATE conveyor_tokens SET last_used_at = %(now)s
-    WHERE id = %(id)s AND revoked_at IS NULL
+    WHERE id = %(id)s AND revoked_at IS NULL AND digest = %(digest)s::text
       AND (last_used_at IS NULL OR last_used_at < %(now)s::float8 - %(every)s::float8)
     RETURNING last_used_at
 )

@@ -73,15 +73,16 @@ class SQLiteAccounts:
         if inserted != 1:
             raise StoreError(f"no user named {token.user!r}: the token was not stored")
 
-    def get_token(self, token_id: str, now: float) -> TokenRecord | None:
-        """A read first; a write only when the token's use was last recorded over a minute ago (and it is
-        not revoked). Returns the record with the use just recorded, if it was."""
+    def get_token(self, token_id: str, now: float, digest: str | None = None) -> TokenRecord | None:
+        """A read first; a write only when the presented secret's digest is the token's and its use was
+        last recorded over a minute ago (and it is not revoked). Returns the record with the use just
+        recorded, if it was."""
         with self._read("read a token") as conn:
             row = conn.execute(self._sql["get_token"], {"id": token_id}).fetchone()
         if row is None:
             return None
         record = row_to_token(row)
-        if record.revoked_at is not None or (
+        if digest is None or digest != record.digest or record.revoked_at is not None or (
             record.last_used_at is not None and record.last_used_at >= now - TOKEN_TOUCH_EVERY
         ):
             return record

@@ -998,7 +998,8 @@ SELECT {token_columns} FROM conveyor_tokens WHERE id = :id;
 
 -- name: touch_token
 -- only in this dialect: PostgreSQL records the use in get_token's own statement (a data-modifying CTE).
--- get_token's write, run only when the read found the use last recorded more than :every seconds ago: the
+-- get_token's write, run only when the read found the presented secret's digest to be the token's and the
+-- use last recorded more than :every seconds ago: the
 -- use now, unless another process recorded one meanwhile (the same test, under the write lock), or the
 -- token was revoked (a revoked token is never used). One write a minute per token at most.
 UPDATE conveyor_tokens SET last_used_at = :now
