@@ -95,6 +95,20 @@ def run_demo(count: int, keep: bool, console: Console) -> int:
             console.print(f"  try: [cyan]conveyor jobs --url {app.url} --status failed[/cyan]")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+        console.print(dashboard_hint(app.url if keep else None))
+
+
+def dashboard_hint(url: str | None) -> str:
+    """How to look at the demo's jobs in the dashboard: the commands for the kept store (``url``), or
+    how to keep one."""
+    if url is None:
+        return ("the dashboard: run the demo with [cyan]--keep[/cyan], then serve its store with "
+                "[cyan]conveyor web[/cyan] (pip install -e '.\\[web]'; docs/web.md)")  # fmt: skip
+    return ("the dashboard: [cyan]pip install -e '.\\[web]'[/cyan], then "
+            f"[cyan]conveyor users add me --role system --url {url}[/cyan], "
+            f"[cyan]conveyor tokens create me --url {url}[/cyan] (paste the token), "
+            f"[cyan]conveyor web conveyor.demo_tasks:app --url {url}[/cyan] and open "
+            "[bold]http://127.0.0.1:8000/[/bold] (docs/web.md)")  # fmt: skip
 
 
 class _Demo:
