@@ -187,13 +187,17 @@ class SchedulesMixin:
         overlap: Overlap | str = Overlap.SKIP,
         jitter: float = 0.0,
         anchor: float | datetime | None = None,
+        owner: str | None = None,
     ) -> ScheduleRecord:
         """Store a schedule now: each tick enqueues ``target`` (``task.s(...)`` or a Pipeline; no
         references: a tick has no job to take them from). It lives in the store, surviving restarts,
         until ``unschedule``. Storing it again under the same name replaces its spec, target and
         policies, keeping its history and paused state; an unchanged spec keeps its next tick. See
-        ``periodic`` for the arguments. ValueError (nothing stored) for anything invalid, or a name
-        declared in code. Returns the stored record."""
+        ``periodic`` for the arguments; ``owner``: the user it belongs to (the web side shows it only
+        to them, and to users who may view others'; None: nobody's). ValueError (nothing stored) for
+        anything invalid, or a name declared in code. Returns the stored record."""
+        if owner is not None and (not isinstance(owner, str) or not owner):
+            raise ValueError(f"owner must be a non-empty string or None, got {owner!r}")
         record = check_schedule(
             name, _frozen(target), cron=cron, every=every, tz=tz, missed=missed, catch_up=catch_up, grace=grace,
             overlap=overlap, jitter=jitter, anchor=anchor, source=Source.STORED,
@@ -206,6 +210,7 @@ class SchedulesMixin:
             raise ValueError(f"schedule {name!r} is declared in code (@app.periodic); change it there")
         now = self.clock()
         record.next_at = _next_at(record, existing, now)
+        record.owner = owner
         backend.put_schedule(record, now)
         stored = backend.get_schedule(name)
         if stored is None:  # removed in between

@@ -82,11 +82,15 @@ class ServicesMixin:
 
     # instances ----------------------------------------------------------------------------------------------
     def start_service(self, service: str | Service, *, name: str | None = None, replicas: int | None = None,
-                      **params: Any) -> list[ServiceRecord]:  # fmt: skip
+                      owner: str | None = None, **params: Any) -> list[ServiceRecord]:  # fmt: skip
         """Start an instance of ``service`` named ``name`` (default: the service's name) with these
         parameters, checked against the function now; or, if that instance exists, start it again
-        (a STOPPED or FAILED one; no parameters then: use ``reload_service`` to change them). Returns
-        its replicas' rows."""
+        (a STOPPED or FAILED one; no parameters then: use ``reload_service`` to change them). A new
+        instance belongs to ``owner`` (the web side shows it only to them, and to users who may view
+        others'; None: nobody's). ``name``, ``replicas`` and ``owner`` are this method's own: a service
+        parameter of one of those names cannot be given here. Returns its replicas' rows."""
+        if owner is not None and (not isinstance(owner, str) or not owner):
+            raise ValueError(f"owner must be a non-empty string or None, got {owner!r}")
         if isinstance(service, str) and name is None and service not in self.service_defs:
             return self._control(service, ServiceAction.START, None, params, replicas)  # an existing instance
         svc = self.service_def(service)
@@ -98,7 +102,7 @@ class ServicesMixin:
             raise ValueError(f"replicas must be an int >= 1, got {replicas!r}")
         checked = svc.check_params(params)
         spec = ServiceSpec(name=instance, service=svc.name, queue=svc.options.queue, params=checked, replicas=count,
-                           source=ServiceSource.API)  # fmt: skip
+                           source=ServiceSource.API, owner=owner)  # fmt: skip
         if self.backend.create_service(spec, self.clock()):
             return self.backend.list_services(instance)
         return self._control(instance, ServiceAction.START, None, params, replicas)

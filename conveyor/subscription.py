@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 from .backends.base import EventLog
@@ -25,6 +26,10 @@ log = logging.getLogger("conveyor.events")
 
 PAGE = 500  #: events read from the store in one step
 MAX_OUTAGE_PAUSE = 5.0  #: longest pause between reads while the store is unreachable
+#: The threads async subscriptions read and wait on (each waits up to ``poll`` seconds at a time): a pool of
+#: their own, so that many subscribers neither queue behind the event loop's default pool (a few threads on a
+#: small machine) nor starve its other users. Threads are made as needed, up to this many.
+WAITERS = ThreadPoolExecutor(max_workers=256, thread_name_prefix="conveyor-subscription")
 
 
 def kinds_filter(kinds: Iterable[str] | str | None) -> tuple[str, ...] | None:
@@ -171,8 +176,8 @@ class Subscription(Iterator[Event], AsyncIterator[Event]):
         return self
 
     async def __anext__(self) -> Event:
-        """As ``__next__``, with the store's blocking read and wait run in a thread, so the event
-        loop goes on meanwhile. Cancelling it loses nothing: events are taken here, on the loop."""
+        """As ``__next__``, with the store's blocking read and wait run on a thread of ``WAITERS``, so
+        the event loop goes on meanwhile. Cancelling it loses nothing: events are taken here, on the loop."""
         while True:
             if self.closed:
                 raise StopAsyncIteration
@@ -180,7 +185,7 @@ class Subscription(Iterator[Event], AsyncIterator[Event]):
             if event is not None:
                 return event
             after = self._read_to()
-            step = await asyncio.to_thread(self._read_or_wait, after, self.poll)
+            step = await asyncio.get_running_loop().run_in_executor(WAITERS, self._read_or_wait, after, self.poll)
             self._extend(after, step)
 
     def next_event(self, timeout: float | None = None) -> Event | None:

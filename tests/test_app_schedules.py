@@ -556,3 +556,13 @@ def test_a_repeat_that_overruns_skips_the_slots_it_covered() -> None:
     thread.join(5)
     assert 2 <= len(calls) <= 4, calls
     assert calls[1] - calls[0] >= 0.35 and calls[1] - calls[0] < 0.5, "the next on the grid, no burst"
+
+
+def test_a_stored_schedule_belongs_to_its_owner(sapp: App) -> None:
+    ping = sapp.tasks["t.ping"]
+    assert sapp.schedule("mine", ping.s(), every=60, owner="alice").owner == "alice"
+    assert sapp.schedule("nobodys", ping.s(), every=60).owner is None
+    assert sapp.schedule("mine", ping.s(), every=30).owner is None  # storing it again replaces the owner too
+    with pytest.raises(ValueError, match="owner"):
+        sapp.schedule("bad-owner", ping.s(), every=60, owner="")
+    assert [s.name for s in sapp.schedules()] == ["mine", "nobodys"]

@@ -263,3 +263,14 @@ def test_an_error_keeps_its_type_message_and_traceback() -> None:
         error = error_of(exc)
     assert error.type == "KeyError" and "topic" in error.message
     assert error.traceback is not None and "raise KeyError" in error.traceback
+
+
+def test_a_new_instance_belongs_to_its_owner(app: App) -> None:
+    @app.service(autostart=False)
+    def consume(ctx: ServiceContext, topic: str) -> None: ...
+
+    rows = app.start_service("consume", name="eu", replicas=2, owner="alice", topic="eu")
+    assert [row.owner for row in rows] == ["alice", "alice"]
+    assert [row.owner for row in app.start_service("consume", name="us", topic="us")] == [None]
+    with pytest.raises(ValueError, match="owner"):
+        app.start_service("consume", name="bad", owner="", topic="x")
