@@ -364,10 +364,11 @@ class Schedules(Protocol):
     (conveyor.scheduling); the store only writes it."""
 
     def put_schedule(self, schedule: ScheduleRecord, now: float) -> bool:
-        """Insert the schedule, or replace the one of that name (its spec, target and policies,
-        ``next_at`` as given, ``source``), keeping its tick history, ``last_tick_at``,
-        ``last_job_id`` and ``created_at``; ``paused`` and ``paused_at`` are kept too unless the
-        schedule is new. Returns True if it was new. A ``schedule_put`` event."""
+        """Insert the schedule, or replace the one of that name (its spec, target, policies, ``source``,
+        and ``next_at`` as given, unless the spec (cron, tz, every, anchor) is unchanged: then the
+        stored ``next_at`` stays, so concurrent syncs never move a tick), keeping its tick history,
+        ``last_tick_at``, ``last_job_id`` and ``created_at``; ``paused`` and ``paused_at`` are kept
+        too unless the schedule is new. Returns True if it was new. A ``schedule_put`` event."""
         ...
 
     def get_schedule(self, name: str) -> ScheduleRecord | None:

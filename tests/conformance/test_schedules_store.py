@@ -107,6 +107,20 @@ def test_put_replaces_the_spec_and_keeps_history_last_tick_pause_and_creation(ba
     assert [t.tick_at for t in backend.ticks("s", 10)] == [T0 + MINUTE]
 
 
+def test_a_put_with_an_unchanged_spec_keeps_next_at(backend: Backend) -> None:
+    """Two workers syncing a new code schedule at once: the second put must not move the tick the first
+    one's scheduler fired meanwhile (back: a tick recorded twice is refused; forward: one skipped)."""
+    backend.put_schedule(schedule("s", source=Source.CODE), T0)
+    assert backend.fire("s", T0 + MINUTE, T0 + 2 * MINUTE, [enqueued("s", T0 + MINUTE, "j1")], T0 + MINUTE)
+    late = schedule("s", source=Source.CODE, next_at=T0 + 3 * MINUTE, jitter=2.0)  # planned from a later now
+    assert backend.put_schedule(late, T0 + MINUTE + 1) is False
+    record = got(backend, "s")
+    assert (record.next_at, record.jitter) == (T0 + 2 * MINUTE, 2.0)  # the tick stays; the policies change
+    moved = schedule("s", source=Source.CODE, every=None, cron="*/5 * * * *", next_at=T0 + 5 * MINUTE)
+    backend.put_schedule(moved, T0 + MINUTE + 2)
+    assert got(backend, "s").next_at == T0 + 5 * MINUTE  # a new spec: its first tick, as given
+
+
 def test_a_new_paused_schedule_is_paused_since_its_paused_at_or_now(backend: Backend) -> None:
     backend.put_schedule(schedule("a", paused=True), T0)
     backend.put_schedule(schedule("b", paused=True, paused_at=T0 - 5), T0)

@@ -922,7 +922,9 @@ last_tick_at, last_job_id, paused_at, created_at, updated_at, owner
 -- A new schedule, or the new spec, target, policies, next_at, source and owner of the one of that name (the
 -- owner is replaced like the spec: a put says whose the schedule is): its tick history, last tick and job,
 -- created_at, and whether (and since when) it is paused stay as they were (a worker's sync must not
--- resume what a user paused). With its `schedule_put` event, which says whether it
+-- resume what a user paused). An unchanged spec (cron, tz, every, anchor) keeps next_at too: two workers
+-- syncing a new code schedule at once must not move back, or skip, a tick the first one's scheduler
+-- already fired or planned. With its `schedule_put` event, which says whether it
 -- was new: `xmax = 0` in RETURNING is true for a row this statement inserted, false for one it updated
 -- (the updated version carries this transaction's id as the old one's locker), also when a concurrent put
 -- of the same name made it update after all.
@@ -936,7 +938,14 @@ WITH put AS (
         cron = excluded.cron, tz = excluded.tz, every = excluded.every, anchor = excluded.anchor,
         target = excluded.target, missed = excluded.missed, catch_up = excluded.catch_up, grace = excluded.grace,
         overlap = excluded.overlap, jitter = excluded.jitter, source = excluded.source, owner = excluded.owner,
-        next_at = excluded.next_at, updated_at = excluded.updated_at
+        next_at = CASE
+            WHEN conveyor_schedules.cron IS NOT DISTINCT FROM excluded.cron
+             AND conveyor_schedules.tz IS NOT DISTINCT FROM excluded.tz
+             AND conveyor_schedules.every IS NOT DISTINCT FROM excluded.every
+             AND conveyor_schedules.anchor IS NOT DISTINCT FROM excluded.anchor
+            THEN conveyor_schedules.next_at ELSE excluded.next_at
+        END,
+        updated_at = excluded.updated_at
     RETURNING name, (xmax = 0) AS new
 ), logged AS (
     INSERT INTO conveyor_events (at, kind, data)

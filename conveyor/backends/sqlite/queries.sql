@@ -657,8 +657,10 @@ last_tick_at, last_job_id, paused_at, created_at, updated_at, owner
 -- A new schedule, or the new spec, target, policies, next_at, source and owner of the one of that name
 -- (the owner is replaced like the spec: a put says whose the schedule is): its tick history, last tick
 -- and job, created_at, and whether (and since when) it is paused stay as they were (a worker's sync must
--- not resume what a user paused). The store reads get_schedule first, under the same write lock, to tell
--- a new one (its `schedule_put` event says which).
+-- not resume what a user paused). An unchanged spec (cron, tz, every, anchor) keeps next_at too: two
+-- workers syncing a new code schedule at once must not move back, or skip, a tick the first one's
+-- scheduler already fired or planned. The store reads get_schedule first, under the same write lock, to
+-- tell a new one (its `schedule_put` event says which).
 INSERT INTO conveyor_schedules (name, cron, tz, every, anchor, target, missed, catch_up, grace, overlap, jitter,
                                 paused, source, owner, next_at, paused_at, created_at, updated_at)
 VALUES (:name, :cron, :tz, :every, :anchor, :target, :missed, :catch_up, :grace, :overlap, :jitter, :paused,
@@ -667,7 +669,11 @@ ON CONFLICT (name) DO UPDATE SET
     cron = excluded.cron, tz = excluded.tz, every = excluded.every, anchor = excluded.anchor,
     target = excluded.target, missed = excluded.missed, catch_up = excluded.catch_up, grace = excluded.grace,
     overlap = excluded.overlap, jitter = excluded.jitter, source = excluded.source, owner = excluded.owner,
-    next_at = excluded.next_at, updated_at = excluded.updated_at;
+    next_at = CASE
+        WHEN cron IS excluded.cron AND tz IS excluded.tz AND every IS excluded.every AND anchor IS excluded.anchor
+        THEN next_at ELSE excluded.next_at
+    END,
+    updated_at = excluded.updated_at;
 
 -- name: get_schedule
 SELECT {schedule_columns} FROM conveyor_schedules WHERE name = :name;
