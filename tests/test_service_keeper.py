@@ -111,11 +111,42 @@ def test_an_async_service_runs_in_its_context_and_is_cancelled_by_running(app: A
         yield "conn-1"
         seen.append("close")
 
+    @listener.on_stop
+    async def hook(ctx: ServiceContext) -> None:
+        await asyncio.sleep(0.2)  # slower than the body's cancellation: the context still waits for it
+        seen.append(f"hook with {ctx.resource}")
+
     with running_worker(app):
         until(lambda: statuses(app, "listener") == [ServiceStatus.RUNNING])
         app.stop_service("listener")
         until(lambda: statuses(app, "listener") == [ServiceStatus.STOPPED])
-    assert seen == ["open", "start conn-1", "left running", "close"]
+    assert seen == ["open", "start conn-1", "left running", "hook with conn-1", "close"]
+
+
+def test_a_sync_runs_context_is_left_only_after_its_stop_hook_returned(app: App) -> None:
+    seen: list[str] = []
+
+    @app.service(lease=LEASE, grace=GRACE)
+    def poller(ctx: ServiceContext) -> None:
+        ctx.wait()
+        seen.append("returned")
+
+    @poller.context
+    @contextlib.contextmanager
+    def session(ctx: ServiceContext) -> Iterator[str]:
+        yield "session-1"
+        seen.append("closed")
+
+    @poller.on_stop
+    def hook(ctx: ServiceContext) -> None:
+        time.sleep(0.2)  # the function returns at once; its context waits for this
+        seen.append(f"hook with {ctx.resource}")
+
+    with running_worker(app):
+        until(lambda: statuses(app, "poller") == [ServiceStatus.RUNNING])
+        app.stop_service("poller")
+        until(lambda: statuses(app, "poller") == [ServiceStatus.STOPPED])
+    assert seen == ["returned", "hook with session-1", "closed"]
 
 
 def test_a_service_that_crashes_every_time_ends_failed_and_others_run_on(app: App) -> None:

@@ -45,6 +45,9 @@ class ReplicaRun:
                                   worker_id=worker_id)  # fmt: skip
         self.renewed_at = claimed_at  #: monotonic, before the call that last extended its lease
         self.started = threading.Event()
+        #: set once the on_stop hook has returned (or there is none to call): a run's context is left only
+        #: after it, so the hook never finds what the context made already torn down
+        self.hook_over = threading.Event()
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.reported_running = False
@@ -86,21 +89,38 @@ class ReplicaRun:
             if hook is None:
                 self.started.set()
                 self.svc.fn(self.ctx, **self.ctx.params)
+                self._await_hook_sync()
             else:
                 with hook(self.ctx) as resource:
                     self.ctx.resource = resource
                     self.started.set()
                     self.svc.fn(self.ctx, **self.ctx.params)
+                    self._await_hook_sync()
         except BaseException as exc:  # every end of a run is reported, ServiceKilled included
             self.error = exc
         finally:
             self.done.set()
+
+    def _await_hook_sync(self) -> None:
+        """After the function returned at a stop: let its on_stop hook finish (within the grace) before
+        the context is left."""
+        if self.ctx.stopping:
+            self.hook_over.wait(self.svc.options.grace)
+
+    async def _await_hook(self) -> None:
+        """``_await_hook_sync`` on the loop (the hook runs on it too, or on a thread)."""
+        if not self.ctx.stopping:
+            return
+        deadline = asyncio.get_running_loop().time() + self.svc.options.grace
+        while not self.hook_over.is_set() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
 
     async def _run_async(self) -> None:
         hook = self.svc.context_hook
         if hook is None:
             self.started.set()
             await self.svc.fn(self.ctx, **self.ctx.params)
+            await self._await_hook()
             return
         manager = hook(self.ctx)
         if hasattr(manager, "__aenter__"):
@@ -108,11 +128,13 @@ class ReplicaRun:
                 self.ctx.resource = resource
                 self.started.set()
                 await self.svc.fn(self.ctx, **self.ctx.params)
+                await self._await_hook()
         else:
             with manager as resource:
                 self.ctx.resource = resource
                 self.started.set()
                 await self.svc.fn(self.ctx, **self.ctx.params)
+                await self._await_hook()
 
     def _future_done(self, future: Future[None]) -> None:
         if future.cancelled():
@@ -125,17 +147,19 @@ class ReplicaRun:
     def ask_stop(self, why: StopReason) -> bool:
         """Ask the run to stop (its context says so; its ``on_stop`` hook is called); False if it was
         asked already. The hook runs on a thread of its own (sync) or on the loop (async), so a hook
-        that blocks never holds up the keeper."""
+        that blocks never holds up the keeper; the run leaves its context only once the hook returned
+        (or its grace is over), so the hook never finds the context's resource torn down."""
         if not self.ctx.request_stop(why.value):
             return False
         self.stop_asked_at = time.monotonic()
         hook = self.svc.stop_hook
-        if hook is not None and not self.done.is_set():
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._hook_on_loop, hook)
-            else:
-                threading.Thread(target=self._call_hook, args=(hook,), daemon=True,
-                                 name=f"conveyor-service-stop {self.record.name}").start()  # fmt: skip
+        if hook is None or self.done.is_set():
+            self.hook_over.set()
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(self._hook_on_loop, hook)
+        else:
+            threading.Thread(target=self._call_hook, args=(hook,), daemon=True,
+                             name=f"conveyor-service-stop {self.record.name}").start()  # fmt: skip
         return True
 
     def _call_hook(self, hook: Any) -> None:
@@ -145,18 +169,24 @@ class ReplicaRun:
                 asyncio.run(_awaited(result))
         except Exception:
             log.exception("service %s[%d]: its on_stop hook failed", self.record.name, self.record.replica)
+        finally:
+            self.hook_over.set()
 
     def _hook_on_loop(self, hook: Any) -> None:
         try:
             result = hook(self.ctx)
         except Exception:
             log.exception("service %s[%d]: its on_stop hook failed", self.record.name, self.record.replica)
+            self.hook_over.set()
             return
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
             task.add_done_callback(self._hook_done)
+        else:
+            self.hook_over.set()
 
     def _hook_done(self, task: asyncio.Future[Any]) -> None:
+        self.hook_over.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("service %s[%d]: its on_stop hook failed: %r", self.record.name, self.record.replica,
                       task.exception())  # fmt: skip
