@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from clock import Clock
 
 from conveyor import App
 from conveyor.accounts import (
@@ -35,19 +36,9 @@ VIEW, MODIFY, SYSTEM, READ_ONLY = (
 TOKEN = re.compile(r"cv_([0-9a-f]{12})_([A-Za-z0-9_-]+)")
 
 
-class Clock:
-    """An injectable clock the test moves by hand."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -231,7 +222,7 @@ def test_verify_compares_the_digest_and_refuses_a_revoked_record(accounts: App) 
 
 
 def test_a_token_round_trips_on_every_store(any_url: str) -> None:
-    app = App(any_url, clock=Clock())
+    app = App(any_url, clock=Clock(T0))
     try:
         app.add_user("alice", [MODIFY])
         record, token = app.create_token("alice", "ci")

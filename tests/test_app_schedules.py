@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from clock import Clock
 
 from conveyor import (
     App,
@@ -35,19 +36,9 @@ from conveyor.scheduler import Repeat, Scheduler
 T0 = 1_800_000_000.0  #: a round start time (a multiple of 60 and of 3600): 2027-01-15T08:00:00Z
 
 
-class Clock:
-    """An injectable clock the test moves by hand."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 def make_app(url: str, clock: Callable[[], float] = time.time) -> App:

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from clock import Clock
 
 from conveyor import App, ExitCode, Job, Status
 from conveyor.leader import LOCK, Leader
@@ -20,19 +21,9 @@ T0 = 1_000_000.0
 LEASE = 10.0
 
 
-class Clock:
-    """A settable clock: the app's every store step reads it."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

@@ -165,7 +165,7 @@ def serve(
         yield server
     finally:
         server.close()
-        _stop(process)
+        stop_process(process)
         app.close()
 
 
@@ -184,12 +184,12 @@ def _wait_until_up(server: WebServer, timeout: float = 30.0) -> None:
     raise AssertionError(f"the server did not answer within {timeout} s:\n{server.output()}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it is still there after 10 s."""
+def stop_process(process: subprocess.Popen[bytes], within: float = 10.0) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL if it is still there after ``within`` seconds."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(10)
+            process.wait(within)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)

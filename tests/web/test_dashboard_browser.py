@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -28,7 +27,7 @@ import pytest
 
 from conveyor import App, Status
 
-from .conftest import serve
+from .conftest import serve, stop_process
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 playwright_api.expect.set_options(timeout=15_000)  # a shared 2-core machine can be slow; a pass is usually instant
@@ -110,17 +109,6 @@ class Site:
     shots: Path  #: screenshots of this run (a test artifact)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (a graceful stop), then SIGKILL if it is still running after 15 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The API tests' real server (``serve``: uvicorn in its own process, users and tokens made)
@@ -144,7 +132,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         try:
             yield Site(url=server.url, app=server.app, tokens=server.tokens, users=server.users, shots=shots)
         finally:
-            _stop(worker)
+            stop_process(worker, within=15)
             if os.environ.get("CONVEYOR_DOCS_SCREENSHOTS") == "1":
                 DOCS_IMG.mkdir(parents=True, exist_ok=True)
                 for picture in shots.glob("dashboard-*.png"):
