@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import msgspec
@@ -367,11 +367,11 @@ def check_schedule(
 ) -> ScheduleRecord:
     """Every argument of a schedule checked (the spec by ``schedule.parse_spec``: a bad cron, an
     unknown zone, an interval <= 0), as the record to store (``next_at`` 0: set when stored)."""
-    from .schedule import parse_spec
+    from .schedule import anchor_seconds, parse_spec
 
     check_name(name)
     seconds = every.total_seconds() if isinstance(every, timedelta) else every
-    origin = _anchor(anchor)
+    origin = anchor_seconds(anchor)
     parse_spec(cron=cron, every=seconds, tz=tz, anchor=origin)
     policies = {
         "missed": _choice(Missed, missed, "missed"),
@@ -443,17 +443,6 @@ def _seconds(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
     return float(value)
-
-
-def _anchor(anchor: float | datetime | None) -> float:
-    """An interval's origin in Unix seconds (a datetime, naive meaning UTC, or seconds; None: the epoch)."""
-    if anchor is None:
-        return 0.0
-    if isinstance(anchor, datetime):  # a naive datetime is UTC, as eta= takes it
-        return (anchor if anchor.tzinfo else anchor.replace(tzinfo=UTC)).timestamp()
-    if isinstance(anchor, bool) or not isinstance(anchor, (int, float)) or not math.isfinite(anchor):
-        raise ValueError(f"anchor must be Unix seconds or a datetime, got {anchor!r}")
-    return float(anchor)
 
 
 def _fields(record: ScheduleRecord, names: tuple[str, ...]) -> tuple[Any, ...]:

@@ -94,18 +94,28 @@ class ServicesMixin:
         if isinstance(service, str) and name is None and service not in self.service_defs:
             return self._control(service, ServiceAction.START, None, params, replicas)  # an existing instance
         svc = self.service_def(service)
+        instance = check_name(name or svc.name)
+        created = self.new_service_instance(svc, instance, replicas=replicas, owner=owner, params=params)
+        if created is not None:
+            return created
+        return self._control(instance, ServiceAction.START, None, params, replicas)
+
+    def new_service_instance(self, svc: Service, name: str, *, replicas: int | None, owner: str | None,
+                             params: dict[str, Any]) -> list[ServiceRecord] | None:  # fmt: skip
+        """Create the instance ``name`` of ``svc`` (its parameters checked against the function first),
+        owned by ``owner``; its replicas' rows, or None if an instance of that name exists (nothing
+        written). ``start_service`` and the HTTP API make instances this way."""
         if svc.options.local:
             raise ValueError(f"service {svc.name!r} is local: every worker process runs it, it has no instances")
-        instance = check_name(name or svc.name)
         count = svc.options.replicas if replicas is None else replicas
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"replicas must be an int >= 1, got {replicas!r}")
         checked = svc.check_params(params)
-        spec = ServiceSpec(name=instance, service=svc.name, queue=svc.options.queue, params=checked, replicas=count,
-                           source=ServiceSource.API, owner=owner)  # fmt: skip
-        if self.backend.create_service(spec, self.clock()):
-            return self.backend.list_services(instance)
-        return self._control(instance, ServiceAction.START, None, params, replicas)
+        spec = ServiceSpec(name=check_name(name), service=svc.name, queue=svc.options.queue, params=checked,
+                           replicas=count, source=ServiceSource.API, owner=owner)  # fmt: skip
+        if not self.backend.create_service(spec, self.clock()):
+            return None
+        return self.backend.list_services(name)
 
     def _control(self, name: str, action: ServiceAction, new_params: dict[str, Any] | None,
                  given: dict[str, Any], replicas: int | None) -> list[ServiceRecord]:  # fmt: skip

@@ -334,7 +334,8 @@ def _seconds(every: float | timedelta) -> float:
     return value
 
 
-def _anchor(anchor: float | datetime | None) -> float:
+def anchor_seconds(anchor: float | datetime | None) -> float:
+    """An interval's origin in Unix seconds (a datetime, naive meaning UTC, or seconds; None: the epoch)."""
     if anchor is None:
         return 0.0
     if isinstance(anchor, datetime):  # a naive datetime is UTC, as eta= takes it
@@ -361,13 +362,13 @@ def parse_spec(
     if (cron is None) == (every is None):
         raise ValueError("give exactly one of cron= and every=")
     if cron is not None:
-        if anchor is not None and _anchor(anchor) != 0.0:
+        if anchor is not None and anchor_seconds(anchor) != 0.0:
             raise ValueError("anchor= applies to every= schedules, not to cron ones")
         if not isinstance(cron, str):
             raise ValueError(f"bad cron expression {cron!r}: it must be a string")
         return _cron(cron, tz)
     assert every is not None
-    return _interval(_seconds(every), _anchor(anchor), tz)
+    return _interval(_seconds(every), anchor_seconds(anchor), tz)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import msgspec
 
-from ..service_types import ServiceAction, ServiceRecord, ServiceSource, ServiceSpec
+from ..service_types import ServiceAction, ServiceRecord
 from ..services import ServiceNotFound, check_name
 from . import access
-from .errors import Conflict, Invalid, NotFound
+from .errors import Conflict, NotFound
 from .routing import Call, Router
 from .schemas import Page, PageQuery, ReloadBody, Removed, ServiceBody
 
@@ -72,20 +72,14 @@ def start_new(call: Call) -> Page[ServiceRecord]:
     owner = access.new_owner(call.user, body.owner)
     app = call.app
     svc = app.service_def(body.service)  # UnknownService: 422
-    if svc.options.local:
-        raise Invalid(f"service {svc.name!r} is local: every worker process runs it, it has no instances")
     instance = check_name(body.name or svc.name)
-    checked = svc.check_params(dict(body.params))
-    # as app.start_service does, with the owner (start_service's keywords are the service's parameters)
-    replicas = body.replicas or svc.options.replicas
-    spec = ServiceSpec(name=instance, service=svc.name, queue=svc.options.queue, params=checked, replicas=replicas,
-                       source=ServiceSource.API, owner=owner)  # fmt: skip
-    if not app.backend.create_service(spec, app.clock()):
+    rows = app.new_service_instance(svc, instance, replicas=body.replicas, owner=owner, params=dict(body.params))
+    if rows is None:
         if call.user.can_view(_owner(call, instance)):
             raise Conflict(f"service instance {instance!r} exists: start it with POST /api/services/{instance}/start")
         raise Conflict(f"the name {instance!r} is taken")
-    call.audit("service.create", instance, {"service": svc.name, "replicas": spec.replicas})
-    return Page(items=[public(row) for row in app.services(instance)])
+    call.audit("service.create", instance, {"service": svc.name, "replicas": body.replicas or svc.options.replicas})
+    return Page(items=[public(row) for row in rows])
 
 
 def _owner(call: Call, instance: str) -> str | None:

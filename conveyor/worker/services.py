@@ -54,10 +54,11 @@ class ServiceKeeper:
         leases = [svc.options.lease for svc in self.services.values()] or [30.0]
         self.tick = max(0.1, min(MAX_TICK, min(leases) / 6))
         self.runs: dict[tuple[str, int], ReplicaRun] = {}
+        self._claim_groups: dict[float, list[str]] = {}  # lease -> the services claimed with it (``_claim``)
+        for name, svc in sorted(self.services.items()):
+            self._claim_groups.setdefault(svc.options.lease, []).append(name)
         self._lock = threading.Lock()  # guards ``runs`` between the two threads
-        self._loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="conveyor-services-loop",
-                                             daemon=True)  # fmt: skip
+        self._loop: asyncio.AbstractEventLoop | None = None  # async runs' loop, made by ``run``: none when idle
         self._failures = 0
         self._ended = threading.Event()  # set once ``run`` has stopped every replica: ends ``watch``
 
@@ -77,7 +78,8 @@ class ServiceKeeper:
     def run(self, stopping: threading.Event) -> None:
         """Pass every ``tick`` until ``stopping`` is set, then stop every replica (grace, then kill),
         hand them back for other workers and remove the local ones. Store outages are waited out."""
-        self._loop_thread.start()
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="conveyor-services-loop", daemon=True).start()
         synced = False
         while not stopping.is_set():
             try:
@@ -181,10 +183,7 @@ class ServiceKeeper:
         already runs (so two replicas of one instance go to two workers while there are two); an idle
         pass costs one claim per lease length in use (a replica is taken with its own service's lease,
         which the outage rule counts on)."""
-        by_lease: dict[float, list[str]] = {}
-        for name, svc in sorted(self.services.items()):
-            by_lease.setdefault(svc.options.lease, []).append(name)
-        for lease, names in by_lease.items():
+        for lease, names in self._claim_groups.items():
             while True:
                 with self._lock:
                     room = MAX_REPLICAS - len(self.runs)
@@ -206,6 +205,7 @@ class ServiceKeeper:
             self.runs[run.key] = run
         log.info("service %s[%d]: taken (generation %d)", row.name, row.replica, run.run_generation)
         try:
+            assert self._loop is not None, "replicas are started by ``run`` only"
             run.start(self._loop)
         except Exception as exc:
             run.error = exc
@@ -239,7 +239,8 @@ class ServiceKeeper:
             left = [run for run in self.runs.values() if not run.done.is_set()]
         for run in left:
             log.error("service %s[%d] did not stop; it ends with the process", *run.key)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
         self._ended.set()
 
     def stop_time(self) -> float:
