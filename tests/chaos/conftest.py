@@ -131,10 +131,12 @@ class Cluster:
         self.wait_for(started, timeout, f"{workers} worker(s) of pid {proc.pid} to start")
 
     def kill(self, proc: subprocess.Popen[bytes]) -> float:
-        """SIGKILL ``proc``'s whole process group; returns when (wall clock) the signal was sent."""
-        at = time.time()
+        """SIGKILL ``proc``'s whole process group; returns when (wall clock) the signal had been sent:
+        read after the call, since a run may start in the microseconds between reading the clock and
+        the signal, and it too is a run the kill cut short."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+        at = time.time()
         proc.wait(30)
         return at
 

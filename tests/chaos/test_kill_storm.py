@@ -68,9 +68,8 @@ class Storm:
             children = [child for sup in self.workers for child in _children(sup.pid)]
             assert children, "no live supervised worker to kill"
             pid = random.choice([c for c in children if c in busy] or children)
-            at = time.time()
             os.kill(pid, signal.SIGKILL)
-            return Kill(pid, at)
+            return Kill(pid, time.time())  # read after the signal, as Cluster.kill does
         victim = random.choice([w for w in self.workers if w.pid in busy] or self.workers)
         kill = Kill(victim.pid, self.cluster.kill(victim))
         self.workers[self.workers.index(victim)] = self._start()
