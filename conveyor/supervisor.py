@@ -222,7 +222,9 @@ class Supervisor:
         Nothing stops this thread but that: a store error is logged and tried again."""
         every = renew_interval(app.lease)
         store_down = False
-        while not self._stopping.wait(every):
+        pause = every
+        while not self._stopping.wait(pause):
+            pause = every
             ids = [
                 child.worker_id
                 for child in list(self._children)
@@ -231,7 +233,10 @@ class Supervisor:
             if not ids:
                 continue
             try:
+                began = time.monotonic()
                 app.backend.extend_worker_leases(ids, app.lease, app.clock())
+                if time.monotonic() - began > every:
+                    pause = 0.0  # it waited for the store: renew again from now, not from before the wait
                 if store_down:
                     log.info("renewing leases again: the store is reachable")
                 store_down = False

@@ -6,7 +6,9 @@ with its task's back-off, a renewed lease is left alone, and only one leader lea
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -237,6 +239,50 @@ def test_after_an_outage_rescue_waits_one_lease(make_app, clock: Clock) -> None:
     clock.now += LEASE
     leader.tick(clock.now)
     assert app.job(handle.id).status is Status.QUEUED
+
+
+def test_after_a_stall_rescue_waits_one_lease(make_app, clock: Clock) -> None:
+    """A leader that saw nothing for a while (its process paused, or a task held its GIL) treats
+    the lapse as an outage: the workers' renewals may have been held up just as long."""
+    app = make_app()
+    handle = app.enqueue("plain")
+    claim_one(app)
+    leader = Leader(app, "leader-1")
+    leader.stalled(2 * LEASE, "paused")
+    clock.now = T0 + LEASE + 1
+    leader.tick(clock.now)
+    assert leader.is_leader
+    assert app.job(handle.id).status is Status.RUNNING
+    clock.now += LEASE
+    leader.tick(clock.now)
+    assert app.job(handle.id).status is Status.QUEUED
+
+
+def test_a_pass_that_waited_for_the_write_lock_does_not_rescue_at_once(url: str) -> None:
+    """Another process held SQLite's write lock for longer than a renewal interval (a task held
+    the GIL in mid-write): the workers could not renew meanwhile either, so the leases that ran
+    out are not rescued until the workers had a lease to renew them."""
+    lease = 0.6  # renewals every 0.2 s
+    app = App(url, lease=lease)
+    try:
+        handle = app.enqueue("plain")
+        app.backend.claim(["default"], "w1", 1, lease, app.clock())
+        time.sleep(lease + 0.1)  # its lease ran out while the lock was held (below)
+        leader = Leader(app, "leader-1")
+        holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        passing = threading.Thread(target=lambda: leader.tick(app.clock()))
+        passing.start()
+        time.sleep(3 * leader.every)
+        holder.execute("COMMIT")
+        holder.close()
+        passing.join()
+        assert leader.is_leader
+        assert app.job(handle.id).status is Status.RUNNING  # without the stall rule: rescued here
+        leader.tick(app.clock() + 2 * lease)
+        assert app.job(handle.id).status is Status.QUEUED
+    finally:
+        app.close()
 
 
 def test_prune_runs_on_its_own_timer(make_app, clock: Clock) -> None:

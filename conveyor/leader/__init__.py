@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,9 @@ class Leader:
 
     ``run`` loops until its ``stopping`` event is set; ``tick(now)`` is one pass (tests call it
     with their own clock). A store outage is handled here: the lock is given up for lost and,
-    once the store is back, rescue waits one lease (see ``store_unreachable``)."""
+    once the store is back, rescue waits one lease (see ``store_unreachable``). So does a stall:
+    a pass that woke late (this process was paused, or a task held its GIL) or waited long for
+    the store's lock (another process held it), see ``stalled``."""
 
     def __init__(self, app: App, owner: str) -> None:
         self.app = app
@@ -86,7 +89,12 @@ class Leader:
             while not stopping.is_set():
                 now = self.app.clock()
                 self.tick(now)
-                stopping.wait(self.pause(now))
+                pause = self.pause(now)
+                due = time.monotonic() + pause
+                stopping.wait(pause)
+                late = time.monotonic() - due
+                if late > self.every:
+                    self.stalled(late, "this process was held up (paused, or a task held the GIL)")
         finally:
             self.resign()
 
@@ -114,6 +122,14 @@ class Leader:
         on meanwhile, are not requeued and run twice."""
         self._outage = True
 
+    def stalled(self, seconds: float, why: str) -> None:
+        """Note that this leader saw nothing for ``seconds``, longer than a renewal interval. The
+        workers' renewals may have been held up as long (by the same paused process, or the same
+        lock on the store), so rescue waits one lease as after an outage: a lease that ran out
+        meanwhile is no sign that its worker died."""
+        log.info("%s saw nothing for %.1f s: %s; rescue waits one lease", self.owner, seconds, why)
+        self._outage = True
+
     def resign(self) -> None:
         """Give the lock up if held (a stopping worker), so another worker leads without waiting."""
         if not self.is_leader:
@@ -126,7 +142,12 @@ class Leader:
             log.info("%s could not release the leader lock (it expires by itself): %s", self.owner, exc)
 
     def _tick(self, now: float) -> None:
+        began = time.monotonic()
         leader = self.app.backend.acquire_lock(LOCK, self.owner, ttl=self.lease, now=now)
+        waited = time.monotonic() - began
+        if waited > self.every:
+            self.stalled(waited, "the store's write lock was held (renewals waited as long)")
+            now += waited  # the lease to wait starts once the lock is free
         if self._outage:
             self._outage = False
             self._rescue_from = now + self.lease
