@@ -24,17 +24,18 @@ from conveyor.backends import open_backend
 from conveyor.backends.base import Outcome, OutcomeKind, Report
 from conveyor.backends.sqlite import SQLiteBackend, parse_url
 from conveyor.errors import StoreError, StoreUnavailable
+from conveyor.events import EventQuery
 from conveyor.job import Job, JobError, Status
 
 from .jobdata import LEASE, T0, claim_one, new, stored, token
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STORE_SOURCES = Path(SQLiteBackend.__module__.replace(".", "/")).parent
-LATEST = 8  #: the schema version of this conveyor (migrations/0008_trace.sql)
+LATEST = 9  #: the schema version of this conveyor (migrations/0009_event_batches.sql)
 #: Every migration, oldest first, as setup() names them.
 MIGRATIONS = [
     "0001_initial.sql", "0002_rescues.sql", "0003_events.sql", "0004_pipelines.sql", "0005_schedules.sql",
-    "0006_services.sql", "0007_accounts.sql", "0008_trace.sql",
+    "0006_services.sql", "0007_accounts.sql", "0008_trace.sql", "0009_event_batches.sql",
 ]  # fmt: skip
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,6 +134,7 @@ def test_a_file_made_by_the_previous_release_is_upgraded_in_place(path: Path) ->
         assert job.id == "queued" and job.attempts == 1
         assert store.finish("queued", token(job), Outcome(kind=OutcomeKind.SUCCEEDED, result=7), T0 + 1)
         assert stored(store, "queued").results == [7]
+        assert [e.kind for e in store.events(EventQuery(job_id="queued"))] == ["started", "succeeded"]
         (lapsed,) = store.expired(T0 + 21, abort_margin=LEASE, limit=10)
         rescue = Report("running", "feedbeef", Outcome(kind=OutcomeKind.RESCUED, lease_before=T0 + 21))
         assert lapsed.id == "running" and store.finish_many([rescue], T0 + 21) == [True]

@@ -1,8 +1,16 @@
-"""How the SQLite store appends events (queries.sql ``insert_event``, ``copy_job_events``), and the
-rows of the job steps: the shared row of conveyor.backends.rows (kind and payload decided by
-conveyor.events), then the job's ``seq``, by which SQLite indexes a job's events
-(migrations/0003_events.sql says why). Rows are built straight from what the statements return
-(a claim builds one per job it takes) and written many to a statement: the hot path's cost."""
+"""How the SQLite store appends events, and the rows of the job steps (kind and payload decided by
+conveyor.events).
+
+Two shapes (docs/events.md, "How SQLite stores events"):
+
+- the hot path's steps (an enqueue, a claim, a batch of outcomes) write one batch row for all their
+  events (``append_batch``, ``copy_batch``: conveyor.backends.event_batches), whose statements note
+  in each job's ``event_marks`` where that row is;
+- every other step writes a row per event (``append``, ``copy``: queries.sql ``insert_event``,
+  ``copy_job_events``): the shared row of conveyor.backends.rows, then the job's ``seq``, by which
+  SQLite indexes a job's single events (migrations/0003_events.sql says why).
+
+Entries are built straight from what the statements return (a claim builds one per job it takes)."""
 
 from __future__ import annotations
 
@@ -13,20 +21,18 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from ...events import EventKind, enqueued_data, outcome_event
+from ...events import enqueued_data, outcome_event
 from ...job import NewJob
 from ...outcome import Report
 from ..columns import JOB_COLUMNS
+from ..event_batches import Entry, chunks, encode
 
 #: An event row with the job's seq last.
 JobEventRow = tuple[float, str, str | None, str | None, str | None, int, str | None, str, int | None]
 
 _EMPTY = "{}"
-_ENQUEUED = EventKind.ENQUEUED.value
-_STARTED = EventKind.STARTED.value
 _INDEX = {column.name: i for i, column in enumerate(JOB_COLUMNS)}
 _ID, _TASK, _QUEUE, _ATTEMPTS = (_INDEX[name] for name in ("id", "task", "queue", "attempts"))
-_SEQ = len(JOB_COLUMNS)  #: claim and start return the job's columns, then its seq
 #: Rows per INSERT: 9 parameters each stays under SQLite's oldest limit of 999 parameters.
 PER_STATEMENT = 100
 _VALUES = re.compile(r"VALUES\s*(\([?, ]+\))")
@@ -54,25 +60,44 @@ def copy(conn: sqlite3.Connection, copy_job_events: str, events: Sequence[tuple[
         conn.execute(copy_job_events, {"now": now, "events": json.dumps(events)})
 
 
+def append_batch(
+    conn: sqlite3.Connection,
+    insert_event_batch: str,
+    kind: str,
+    worker_id: str | None,
+    entries: Sequence[Entry],
+    now: float,
+) -> None:
+    """Append these entries as batch rows of up to PER_ROW each, in order (none: nothing); a null
+    kind or worker in an entry is ``kind`` / ``worker_id``."""
+    for chunk in chunks(entries):
+        params = {"now": now, "kind": kind, "worker_id": worker_id, "entries": encode(chunk), "n": len(chunk)}
+        conn.execute(insert_event_batch, params)
+
+
+def copy_batch(
+    conn: sqlite3.Connection, copy_job_events_batch: str, events: Sequence[tuple[str, str, str]], now: float
+) -> None:
+    """``copy`` as batch rows of up to PER_ROW events: the outcomes' events (job id, kind, data) of a
+    finish_many, in order."""
+    for chunk in chunks(events):
+        conn.execute(copy_job_events_batch, {"now": now, "events": json.dumps(chunk)})
+
+
+def enqueued_entries(jobs: Sequence[NewJob], now: float) -> list[Entry]:
+    """The ``enqueued`` entries of jobs just inserted (a batch row of kind ``enqueued``)."""
+    return [(new.id, new.task, new.queue, 0, None, None, enqueued_data(new.scheduled_at, now)) for new in jobs]
+
+
+def started_entries(rows: Sequence[Sequence[Any]]) -> list[Entry]:
+    """The ``started`` entries of the jobs a claim (or start) returned: the attempt the claim made;
+    the worker is the batch row's."""
+    return [(row[_ID], row[_TASK], row[_QUEUE], row[_ATTEMPTS], None, None, _EMPTY) for row in rows]
+
+
 def no_job(row: Sequence[Any]) -> JobEventRow:
     """A shared event row (rows.EventRow) of no job, as ``insert_event`` takes it."""
     return (*row, None)
-
-
-def enqueued(jobs: Sequence[NewJob], first_seq: int, now: float) -> list[JobEventRow]:
-    """The ``enqueued`` events of jobs inserted in this order with consecutive seqs from ``first_seq``."""
-    return [
-        (now, _ENQUEUED, new.id, new.task, new.queue, 0, None, enqueued_data(new.scheduled_at, now), first_seq + i)
-        for i, new in enumerate(jobs)
-    ]
-
-
-def started(rows: Sequence[Sequence[Any]], worker_id: str, now: float) -> list[JobEventRow]:
-    """The ``started`` events of the jobs a claim (or start) returned: the attempt the claim made,
-    the worker in the ``worker_id`` column."""
-    return [
-        (now, _STARTED, row[_ID], row[_TASK], row[_QUEUE], row[_ATTEMPTS], worker_id, _EMPTY, row[_SEQ]) for row in rows
-    ]
 
 
 def outcome(report: Report) -> tuple[str, str, str]:

@@ -15,14 +15,14 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...events import Event, EventKind, EventQuery
 from ...operations import Switches, SwitchScope, WorkerInfo, WorkerState
+from .. import event_batches
 from ..rows import (
     EventRow,
     event_params,
-    row_to_event,
     row_to_worker,
     switch_row,
     switches_from,
@@ -52,13 +52,32 @@ class SQLiteOperations:
         params = event_params(query)
         if params["kinds"] is not None:
             params["kinds"] = json.dumps(params["kinds"])
-        statement = self._sql["events"]
         with self._read("read events") as conn:
-            if query.job_id is not None:  # its history, by its seq (conveyor_events_job) while it exists
+            if query.job_id is not None:  # its history while it exists: no walk of the log
                 row = conn.execute(self._sql["job_seq"], {"id": query.job_id}).fetchone()
                 if row is not None:
-                    statement, params["job_seq"] = self._sql["job_events"], row[0]
-            return [row_to_event(row) for row in conn.execute(statement, params)]
+                    return self._job_events(conn, params, row[0], row[1], query)
+
+            def fetch(after: int, limit: int) -> list[sqlite3.Row]:
+                return conn.execute(self._sql["events"], {**params, "after": after, "limit": limit}).fetchall()
+
+            return event_batches.read(fetch, query)
+
+    def _job_events(
+        self, conn: sqlite3.Connection, params: dict[str, Any], job_seq: int, marks: str, query: EventQuery
+    ) -> list[Event]:
+        """A job's events: its single rows by its seq (conveyor_events_job), its batch rows by its
+        event_marks (one row each), merged in seq order."""
+        rows = conn.execute(self._sql["job_events"], {**params, "job_seq": job_seq, "limit": -1}).fetchall()
+        if marks:
+            marked = json.dumps([int(mark) for mark in marks.split()])
+            rows += conn.execute(
+                self._sql["marked_event_batches"],
+                {"marks": marked, "job_id": query.job_id, "after": query.after, "span": event_batches.SPAN},
+            ).fetchall()
+            rows.sort(key=lambda row: int(row[0]))
+        found = [event for row in rows for event in event_batches.events_of(row) if event_batches.matches(event, query)]
+        return found[: query.limit]
 
     def _last_seq(self, conn: sqlite3.Connection) -> int:
         last: int = conn.execute(self._sql["last_event_seq"]).fetchone()[0]
@@ -84,7 +103,7 @@ class SQLiteOperations:
 
     def prune_events(self, before: float) -> int:
         with self._write("prune events") as conn:
-            return conn.execute(self._sql["prune_events"], {"before": before}).rowcount
+            return sum(row[0] for row in conn.execute(self._sql["prune_events"], {"before": before}))
 
     # switches -------------------------------------------------------------------------------------------
     def set_switch(self, scope: SwitchScope, name: str, off: bool, now: float) -> bool:

@@ -79,7 +79,7 @@ class SQLiteOutcomes:
                     events.append(event)
                     if extras:
                         self._pipeline_parts(conn, report, statement == ADVANCED, events, now)
-            event_writes.copy(conn, self._sql["copy_job_events"], events, now)
+            event_writes.copy_batch(conn, self._sql["copy_job_events_batch"], events, now)
         return written
 
     def _discard(self, conn: sqlite3.Connection, values: dict[str, Any], event: CopiedEvent, now: float) -> bool:
@@ -108,7 +108,7 @@ class SQLiteOutcomes:
         if outcome.notice is not None and outcome.kind in _FINAL:
             conn.execute(self._sql["insert_notification"], notice_params(outcome.notice, now))
         if outcome.then is not None and outcome.kind is OutcomeKind.SUCCEEDED:
-            event_writes.copy(conn, self._sql["copy_job_events"], events, now)
+            event_writes.copy_batch(conn, self._sql["copy_job_events_batch"], events, now)
             events.clear()
             try:
                 self._insert(conn, [outcome.then], now)

@@ -82,18 +82,34 @@ ON CONFLICT (name) DO UPDATE SET value = excluded.value;
 
 -- producers ------------------------------------------------------------------------------------------
 
+-- name: next_event_number
+-- a fragment: the number the log gives its next event (AUTOINCREMENT's counter, sqlite_sequence, which a
+-- batch row's explicit seq moves on as any insert does). Inside a write transaction nothing else moves it.
+(SELECT coalesce(max(seq), 0) + 1 FROM sqlite_sequence WHERE name = 'conveyor_events')
+
+-- name: next_event
+-- only in this dialect: the log's next number, where an enqueue's batch rows begin (the jobs' marks).
+SELECT {next_event_number};
+
+-- name: event_mark
+-- a fragment: a step whose event goes into a batch row (insert_event_batch, copy_job_events_batch) notes
+-- where that row is: the lowest number it can have (migrations/0009). `SET {event_mark}`.
+event_marks = event_marks || {next_event_number} || ' '
+
 -- name: insert_plain
 -- only in this dialect: sqlite3 binds every parameter of every row of an executemany, so a plain job
 -- (columns.is_plain: a queued task call, no stages, owner or schedule) binds only the columns it sets
 -- ({plain_insert_columns}); the rest take their defaults. A bulk enqueue then costs a third of what
 -- binding all of {insert_columns} did (measured). PostgreSQL streams its batches by COPY.
-INSERT INTO conveyor_jobs (status, {plain_insert_columns}) VALUES ('queued', {plain_insert_values});
+INSERT INTO conveyor_jobs (status, {plain_insert_columns}, event_marks)
+VALUES ('queued', {plain_insert_values}, ? || ' ');
 
 -- name: insert
 -- One job (executemany for a batch), its status from the row too: queued, or waiting for a pipeline
 -- whose first stage waits. A taken id, or a key held by an unfinished job (conveyor_jobs_key), raises
--- IntegrityError: the store looks keys up first, in the same transaction.
-INSERT INTO conveyor_jobs ({insert_columns}) VALUES ({insert_values});
+-- IntegrityError: the store looks keys up first, in the same transaction. The last value is the first
+-- number of the batch row its `enqueued` event goes into (store.py computes it): its event_marks.
+INSERT INTO conveyor_jobs ({insert_columns}, event_marks) VALUES ({insert_values}, ? || ' ');
 
 -- name: find_unfinished_by_key
 -- The job holding a key, which an enqueue with that key returns instead of inserting.
@@ -124,11 +140,11 @@ WHERE q.value NOT IN (SELECT name FROM conveyor_switches WHERE scope = 'queue')
 -- nothing at all while everything is off, is taken once set_switch has committed. The task test is
 -- guarded by whether any task is disabled (computed once): otherwise it would read each candidate's
 -- row, where the choice is now answered from conveyor_jobs_claim alone (it cost a claim half again).
--- Returns each job and its seq (its events' job_seq: conveyor_events_job).
+-- Returns each job and its seq. Their `started` events go into one batch row (event_mark).
 UPDATE conveyor_jobs
 SET status = 'running', token = lower(hex(randomblob(12))), worker_id = :worker_id,
     attempts = attempts + 1, started_at = :now, finished_at = NULL, lease_expires_at = :until,
-    progress = 0, progress_message = ''
+    progress = 0, progress_message = '', {event_mark}
 WHERE status = 'queued' AND seq IN (
     SELECT seq FROM conveyor_jobs
     WHERE status = 'queued' AND queue IN ({queues}) AND scheduled_at <= :now
@@ -148,7 +164,7 @@ RETURNING {job_columns}, seq;
 UPDATE conveyor_jobs
 SET status = 'running', token = lower(hex(randomblob(12))), worker_id = :worker_id,
     attempts = attempts + 1, started_at = :now, finished_at = NULL, lease_expires_at = :until,
-    progress = 0, progress_message = ''
+    progress = 0, progress_message = '', {event_mark}
 WHERE id = :id AND status = 'queued'
 RETURNING {job_columns}, seq;
 
@@ -181,8 +197,9 @@ WHERE id = :id AND token = :token AND status = 'running';
 -- Every finish_* writes one OutcomeKind for the current run only (id, token, running: the fence),
 -- and with :lease_before only if the run's lease ran out before then (the leader's guard: a worker
 -- that renewed its lease meanwhile keeps its job). A stale run matches no row and writes nothing.
--- The store appends the events of the reports actually written (row count 1) in one executemany of
--- copy_job_event (no RETURNING: SQLite's costs a few microseconds per statement, measured).
+-- The store appends the events of the reports actually written (row count 1) as one batch row
+-- (copy_job_events_batch; no RETURNING: SQLite's costs a few microseconds per statement, measured); each
+-- finish_* but the discard's, whose row goes, notes where that row is ({event_mark}).
 
 -- name: current_run
 -- a fragment: the fence of every finish_* statement, written {current_run}: the run's job, by its id
@@ -196,20 +213,20 @@ id = :id AND token = :token AND status = 'running'
 UPDATE conveyor_jobs
 SET status = 'succeeded', result = :result, results = json_insert(results, '$[#]', json(:result)),
     error = NULL, exit_code = 0, progress = 100, finished_at = :now, expires_at = :now + result_ttl,
-    token = NULL, lease_expires_at = NULL
+    token = NULL, lease_expires_at = NULL, {event_mark}
 WHERE {current_run};
 
 -- name: finish_failed
 UPDATE conveyor_jobs
 SET status = 'failed', error = :error, exit_code = :exit_code, finished_at = :now,
-    expires_at = :now + result_ttl, token = NULL, lease_expires_at = NULL
+    expires_at = :now + result_ttl, token = NULL, lease_expires_at = NULL, {event_mark}
 WHERE {current_run};
 
 -- name: finish_retry
 -- Queued again at :retry_at with one retry used; the error stays readable until the next run ends.
 UPDATE conveyor_jobs
 SET status = 'queued', error = :error, exit_code = :exit_code, retries = retries + 1,
-    scheduled_at = :retry_at, token = NULL, lease_expires_at = NULL
+    scheduled_at = :retry_at, token = NULL, lease_expires_at = NULL, {event_mark}
 WHERE {current_run};
 
 -- name: finish_released
@@ -218,13 +235,14 @@ WHERE {current_run};
 -- sees why it waits; without one, an earlier run's error stays).
 UPDATE conveyor_jobs
 SET status = 'queued', token = NULL, lease_expires_at = NULL,
-    scheduled_at = coalesce(:retry_at, scheduled_at), error = coalesce(:error, error)
+    scheduled_at = coalesce(:retry_at, scheduled_at), error = coalesce(:error, error), {event_mark}
 WHERE {current_run};
 
 -- name: finish_rescued
 -- Its worker died (the lease ran out): queued again as it was, no retry used, one more rescue
 -- counted so a job that kills every worker can be failed as poison.
-UPDATE conveyor_jobs SET status = 'queued', rescues = rescues + 1, token = NULL, lease_expires_at = NULL
+UPDATE conveyor_jobs
+SET status = 'queued', rescues = rescues + 1, token = NULL, lease_expires_at = NULL, {event_mark}
 WHERE {current_run};
 
 -- name: finish_discarded
@@ -244,7 +262,7 @@ SET stage = :stage, task = :task, queue = :queue, args = :args, kwargs = :kwargs
     status = :status, scheduled_at = :scheduled_at, wait_until = :wait_until, waiting_for = :waiting_for,
     deadline = :deadline, results = :results, stage_log = :stage_log, inbox = NULL, progress = 0,
     progress_message = '', token = NULL, lease_expires_at = NULL, retries = retries + :retried,
-    error = :error, exit_code = :exit_code
+    error = :error, exit_code = :exit_code, {event_mark}
 WHERE {current_run};
 
 -- name: record_stages
@@ -477,6 +495,29 @@ SELECT :now, e.value ->> 1, j.id, j.task, j.queue, j.attempts, j.worker_id, e.va
 FROM json_each(:events) AS e JOIN conveyor_jobs AS j ON j.id = e.value ->> 0
 ORDER BY e.key;
 
+-- name: insert_event_batch
+-- only in this dialect: PostgreSQL writes one row per event inside its change's statement.
+-- The events of one hot-path step (an enqueue's, a claim's: events.md "How SQLite stores events") as one
+-- row: :n events numbered from the log's next number, the row's seq the last of them. :entries is the
+-- JSON array of their fields (conveyor.backends.event_batches); :kind and :worker_id are what an entry
+-- that leaves them null has. One row instead of one per event, each with an index entry: the log cost
+-- a drain of no-op jobs a sixth of its throughput that way, a few percent this way (measured, issue 10).
+INSERT INTO conveyor_events (seq, at, kind, worker_id, data, n)
+VALUES ({next_event_number} - 1 + :n, :now, :kind, :worker_id, :entries, :n);
+
+-- name: copy_job_events_batch
+-- only in this dialect: PostgreSQL writes the event in its change's statement (a data-modifying CTE).
+-- copy_job_events as one batch row (insert_event_batch): a batch of outcomes' events, the task, queue,
+-- attempt and worker of each copied from its job's row. :events is a JSON array of [job id, kind, data
+-- text]; its order is the events' order. No row if none of the jobs is found.
+INSERT INTO conveyor_events (seq, at, kind, data, n)
+SELECT {next_event_number} - 1 + count(*), :now, '', json_group_array(json(entry)), count(*)
+FROM (SELECT json_array(j.id, j.task, j.queue, j.attempts, e.value ->> 1, j.worker_id, json(e.value ->> 2))
+             AS entry
+      FROM json_each(:events) AS e JOIN conveyor_jobs AS j ON j.id = e.value ->> 0
+      ORDER BY e.key)
+HAVING count(*) > 0;
+
 -- name: last_insert_seq
 -- only in this dialect: the seq of the last job this connection inserted. A batch inserted in one
 -- executemany under the write lock takes consecutive seqs (SQLite gives a new row the largest rowid + 1),
@@ -484,14 +525,17 @@ ORDER BY e.key;
 SELECT last_insert_rowid();
 
 -- name: events
--- The log after :after in seq order (seq order is commit order: writers are serial). A NULL filter
--- matches everything; :kinds is a JSON array of kinds, any of which matches.
-SELECT seq, at, kind, job_id, task, queue, attempt, worker_id, data FROM conveyor_events
+-- The log's rows after :after in seq order (seq order is commit order: writers are serial). A NULL
+-- filter matches everything; :kinds is a JSON array of kinds, any of which matches. A batch row (n set)
+-- is filtered once its events are read out (event_batches), only by the job here: an id it holds is in
+-- its text. A row whose seq is past :after can hold events up to n - 1 before it: the reader drops those.
+SELECT seq, at, kind, job_id, task, queue, attempt, worker_id, data, n FROM conveyor_events
 WHERE seq > :after
-  AND (:job_id IS NULL OR job_id = :job_id)  -- a job that is gone (discarded): a walk of the log
-  AND (:task IS NULL OR task = :task)
-  AND (:queue IS NULL OR queue = :queue)
-  AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
+  AND CASE WHEN n IS NOT NULL THEN :job_id IS NULL OR instr(data, :job_id) > 0
+      ELSE (:job_id IS NULL OR job_id = :job_id)  -- a job that is gone (discarded): a walk of the log
+           AND (:task IS NULL OR task = :task)
+           AND (:queue IS NULL OR queue = :queue)
+           AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds))) END
 ORDER BY seq
 LIMIT :limit;
 
@@ -499,13 +543,45 @@ LIMIT :limit;
 -- only in this dialect: SQLite's events are indexed by the job's seq (conveyor_events_job), not its id.
 -- `events` for one job that still exists, by its seq (:job_seq), not by a walk of the whole log; job_id
 -- is checked too, as a seq can have been another job's (the newest job was deleted, its seq given again).
-SELECT seq, at, kind, job_id, task, queue, attempt, worker_id, data FROM conveyor_events
+SELECT seq, at, kind, job_id, task, queue, attempt, worker_id, data, n FROM conveyor_events
 WHERE job_seq = :job_seq AND job_id = :job_id AND seq > :after
   AND (:task IS NULL OR task = :task)
   AND (:queue IS NULL OR queue = :queue)
   AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
 ORDER BY seq
 LIMIT :limit;
+
+-- name: marked_event_batches
+-- only in this dialect: the batch rows that hold a job's events, one per mark (:marks, a JSON array of
+-- the job's event_marks): the first batch row at or after the mark that names the job. The step wrote it
+-- in the transaction that noted the mark, so it is a row or two on; the bound (:span, event_batches.SPAN)
+-- only stops a walk to the log's end for a mark whose row is gone (pruned by age).
+SELECT DISTINCT e.seq, e.at, e.kind, e.job_id, e.task, e.queue, e.attempt, e.worker_id, e.data, e.n
+FROM json_each(:marks) AS m
+JOIN conveyor_events AS e ON e.seq = (
+    SELECT b.seq FROM conveyor_events AS b
+    WHERE b.seq >= m.value AND b.seq < m.value + :span AND b.n IS NOT NULL AND instr(b.data, :job_id) > 0
+    ORDER BY b.seq LIMIT 1)
+WHERE e.seq > :after
+ORDER BY e.seq;
+
+-- name: event_batches_from
+-- only in this dialect: the batch rows from a mark on (prune: where its jobs' entries are), in order;
+-- the store stops reading once it has found them all.
+SELECT seq, data FROM conveyor_events WHERE seq >= :mark AND seq < :mark + :span AND n IS NOT NULL ORDER BY seq;
+
+-- name: first_event_seq
+-- only in this dialect: the oldest row's seq (NULL for an empty log): a mark far below it lost its row
+-- to the age limit, and prune does not look for it.
+SELECT min(seq) FROM conveyor_events;
+
+-- name: update_event_batch
+-- only in this dialect: a batch row with the entries of pruned jobs nulled (event_batches.without).
+UPDATE conveyor_events SET data = :entries WHERE seq = :seq;
+
+-- name: delete_event_row
+-- only in this dialect: a batch row none of whose entries is left.
+DELETE FROM conveyor_events WHERE seq = :seq;
 
 -- name: last_event_seq
 -- only in this dialect: PostgreSQL reads the sequencer's head (conveyor_event_head) instead.
@@ -517,10 +593,12 @@ SELECT coalesce(max(seq), 0) FROM conveyor_events;
 -- before the first event at or after :before, found by a walk in seq order that stops there (no index on
 -- `at`, migrations/0003). An event written with an older time after a newer one (clocks of two
 -- processes a little apart) goes with a later prune. AUTOINCREMENT: their numbers are never reused.
+-- Returns how many events each deleted row held (a batch row's entries but those pruned with their jobs).
 DELETE FROM conveyor_events
 WHERE seq < coalesce((SELECT seq FROM conveyor_events WHERE at >= :before ORDER BY seq LIMIT 1),
                      (SELECT max(seq) + 1 FROM conveyor_events))
-  AND at < :before;
+  AND at < :before
+RETURNING CASE WHEN n IS NULL THEN 1 ELSE (SELECT count(*) FROM json_each(data) WHERE type <> 'null') END;
 
 -- name: delete_job_events
 -- only in this dialect: prune's second statement, for the jobs its DELETE returned (:seqs and :ids, JSON
@@ -530,8 +608,9 @@ DELETE FROM conveyor_events
 WHERE job_seq IN (SELECT value FROM json_each(:seqs)) AND job_id IN (SELECT value FROM json_each(:ids));
 
 -- name: job_seq
--- only in this dialect: a job's seq, by which its events are indexed (job_events).
-SELECT seq FROM conveyor_jobs WHERE id = :id;
+-- only in this dialect: a job's seq, by which its single events are indexed (job_events), and where its
+-- batch rows are (event_marks, marked_event_batches).
+SELECT seq, event_marks FROM conveyor_jobs WHERE id = :id;
 
 -- switches ----------------------------------------------------------------------------------------------
 
@@ -601,11 +680,11 @@ DELETE FROM conveyor_workers WHERE state IN ('stopped', 'dead') AND last_seen < 
 -- Finished jobs past their expiry (conveyor_jobs_expiry); their seqs and ids, whose events go too
 -- (delete_job_events, in the same transaction).
 DELETE FROM conveyor_jobs WHERE expires_at <= :now AND status IN ('succeeded', 'failed', 'cancelled')
-RETURNING seq, id;
+RETURNING seq, id, event_marks;
 
 -- name: prune_before
 DELETE FROM conveyor_jobs WHERE finished_at < :before AND status IN ('succeeded', 'failed', 'cancelled')
-RETURNING seq, id;
+RETURNING seq, id, event_marks;
 
 -- name: oldest_due
 -- Per queue, when its oldest due queued job fell due (health, `conveyor queues`); switches not

@@ -28,7 +28,7 @@ from ...errors import DuplicateJob, InvalidTransition, StoreError
 from ...events import EventKind, encode_data, progress_data
 from ...job import Job, NewJob, Priority, Status
 from ...outcome import NextStage
-from .. import sql_files
+from .. import event_batches, sql_files
 from ..base import JobQuery
 from ..columns import insert_plain_row, insert_row, is_plain, new_job_record, row_to_job
 from ..rows import list_params
@@ -47,6 +47,13 @@ from .writers import WritersQueue
 
 _WAKE_POLL = 0.002  #: seconds between data_version checks while idle
 _PRIORITIES = json.dumps([int(p) for p in Priority])
+_ENQUEUED, _STARTED = EventKind.ENQUEUED.value, EventKind.STARTED.value
+
+
+def _mark(first: int, index: int) -> int:
+    """The mark of the job at ``index`` of an enqueue whose events begin at number ``first``: the
+    first number of the batch row its ``enqueued`` event goes into."""
+    return first + index // event_batches.PER_ROW * event_batches.PER_ROW
 
 
 def _queue_params(queues: Sequence[str]) -> tuple[str, dict[str, str]]:
@@ -242,13 +249,15 @@ class SQLiteBackend(
         taken id: no savepoint needed). A key held by an unfinished job returns it, no event. Plain
         jobs bind only the columns they set (``insert_plain``)."""
         insert = self._sql["insert"]
+        first: int = conn.execute(self._sql["next_event"]).fetchone()[0]  # the marks: where their rows begin
         if len(jobs) > 1 and all(new.key is None for new in jobs):
             conn.execute(self._sql["savepoint"])
             try:
                 if all(is_plain(new) for new in jobs):
-                    conn.executemany(self._sql["insert_plain"], [insert_plain_row(new, now) for new in jobs])
+                    rows = [(*insert_plain_row(new, now), _mark(first, i)) for i, new in enumerate(jobs)]
+                    conn.executemany(self._sql["insert_plain"], rows)
                 else:
-                    conn.executemany(insert, [insert_row(new, now) for new in jobs])
+                    conn.executemany(insert, [(*insert_row(new, now), _mark(first, i)) for i, new in enumerate(jobs)])
             except sqlite3.IntegrityError:
                 conn.execute(self._sql["rollback_to_savepoint"])  # find the taken id below
             else:
@@ -257,7 +266,7 @@ class SQLiteBackend(
                 return [new_job_record(new, now) for new in jobs]
             conn.execute(self._sql["release_savepoint"])
         stored: list[Job] = []
-        events: list[event_writes.JobEventRow] = []
+        inserted: list[NewJob] = []
         for new in jobs:
             if new.key is not None:
                 existing = conn.execute(self._sql["find_unfinished_by_key"], {"key": new.key}).fetchone()
@@ -265,18 +274,18 @@ class SQLiteBackend(
                     stored.append(row_to_job(existing))
                     continue
             try:
-                seq = conn.execute(insert, insert_row(new, now)).lastrowid
+                conn.execute(insert, (*insert_row(new, now), _mark(first, len(inserted))))
             except sqlite3.IntegrityError as exc:
                 raise DuplicateJob(new.id) from exc
             stored.append(new_job_record(new, now))
-            events += event_writes.enqueued([new], seq or 0, now)
-        event_writes.append(conn, self._sql["insert_event"], events)
+            inserted.append(new)
+        self._enqueued(conn, inserted, now)
         return stored
 
     def _enqueued(self, conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> None:
-        """The events of a batch just inserted by one executemany, whose seqs are consecutive."""
-        last: int = conn.execute(self._sql["last_insert_seq"]).fetchone()[0]
-        event_writes.append(conn, self._sql["insert_event"], event_writes.enqueued(jobs, last - len(jobs) + 1, now))
+        """The ``enqueued`` events of jobs just inserted, as one batch row (their inserts noted it)."""
+        entries = event_writes.enqueued_entries(jobs, now)
+        event_writes.append_batch(conn, self._sql["insert_event_batch"], _ENQUEUED, None, entries, now)
 
     # workers -----------------------------------------------------------------------------------
     def _next_due(self, conn: sqlite3.Connection, queues: Sequence[str]) -> float | None:
@@ -304,7 +313,8 @@ class SQLiteBackend(
             rows = conn.execute(
                 sql, {**params, "worker_id": worker_id, "now": now, "until": now + lease, "limit": limit}
             ).fetchall()
-            event_writes.append(conn, self._sql["insert_event"], event_writes.started(rows, worker_id, now))
+            entries = event_writes.started_entries(rows)
+            event_writes.append_batch(conn, self._sql["insert_event_batch"], _STARTED, worker_id, entries, now)
         jobs = [row_to_job(row[:-1]) for row in rows]  # each row ends with the job's seq
         jobs.sort(key=lambda j: (-j.priority, j.scheduled_at))
         return jobs
@@ -314,7 +324,8 @@ class SQLiteBackend(
             params = {"id": job_id, "worker_id": worker_id, "now": now, "until": now + lease}
             row = conn.execute(self._sql["start"], params).fetchone()
             if row is not None:
-                event_writes.append(conn, self._sql["insert_event"], event_writes.started([row], worker_id, now))
+                entries = event_writes.started_entries([row])
+                event_writes.append_batch(conn, self._sql["insert_event_batch"], _STARTED, worker_id, entries, now)
         return None if row is None else row_to_job(row[:-1])
 
     def wait_for_work(self, queues: Sequence[str], timeout: float, now: float) -> None:
@@ -447,8 +458,25 @@ class SQLiteBackend(
             if rows:  # and their events and messages, in the same transaction
                 seqs, ids = json.dumps([row[0] for row in rows]), json.dumps([row[1] for row in rows])
                 conn.execute(self._sql["delete_job_events"], {"seqs": seqs, "ids": ids})
+                self._prune_batch_entries(conn, rows)
                 conn.execute(self._sql["delete_job_messages"], {"ids": ids})
         return len(rows)
+
+    def _prune_batch_entries(self, conn: sqlite3.Connection, jobs: Sequence[Sequence[Any]]) -> None:
+        """Null the pruned jobs' entries in batch rows (jobs: (seq, id, event_marks) rows), found from
+        their marks (event_batches.prune_entries); a row with no entry left goes."""
+
+        def walk(mark: int) -> Iterator[tuple[int, str]]:
+            yield from conn.execute(self._sql["event_batches_from"], {"mark": mark, "span": event_batches.SPAN})
+
+        def write(seq: int, entries: str | None) -> None:
+            if entries is None:
+                conn.execute(self._sql["delete_event_row"], {"seq": seq})
+            else:
+                conn.execute(self._sql["update_event_batch"], {"seq": seq, "entries": entries})
+
+        oldest = conn.execute(self._sql["first_event_seq"]).fetchone()[0]
+        event_batches.prune_entries([(job[1], job[2]) for job in jobs], oldest, walk, write)
 
     def schema_versions(self) -> tuple[int | None, int]:
         with translated(self.path, "read its schema version", self.options.busy_timeout):
