@@ -222,9 +222,7 @@ class Supervisor:
         Nothing stops this thread but that: a store error is logged and tried again."""
         every = renew_interval(app.lease)
         store_down = False
-        pause = every
-        while not self._stopping.wait(pause):
-            pause = every
+        while not self._stopping.wait(every):
             ids = [
                 child.worker_id
                 for child in list(self._children)
@@ -233,10 +231,7 @@ class Supervisor:
             if not ids:
                 continue
             try:
-                began = time.monotonic()
                 app.backend.extend_worker_leases(ids, app.lease, app.clock())
-                if time.monotonic() - began > every:
-                    pause = 0.0  # it waited for the store: renew again from now, not from before the wait
                 if store_down:
                     log.info("renewing leases again: the store is reachable")
                 store_down = False

@@ -1,20 +1,32 @@
-"""Batch rows of the event log: many events in one row, and reading them back as numbered events.
+"""Batch rows of the event log: many events in a few bytes each, read back as numbered events.
 
 A store may write the events of one hot-path step (an enqueue of many jobs, a claim, a batch of
 outcomes) as one row instead of one row each (the SQLite store does: docs/events.md, "How SQLite
-stores events"). The row's ``seq`` is the last of ``n`` consecutive numbers; its ``data`` is a
-JSON array of ``n`` entries, the event numbered ``seq - n + 1 + i`` at index ``i``::
+stores events"). The row's ``seq`` is the last of ``n`` consecutive numbers, its ``kind`` and
+``worker_id`` those of most of its events, and its ``data`` a JSON object::
 
-    [job_id, task, queue, attempt, kind, worker_id, data]
+    {"t": [[task, queue], ...], "a": attempt, "e": [entry, ...]}
 
-where a null ``kind`` or ``worker_id`` is the row's own, and a null entry is an event deleted
-with its job (pruned), whose number stays unused. Readers see the same ``Event`` either way: this
-module turns rows of both shapes into events and applies an ``EventQuery`` to them.
+where entry ``i`` is the event numbered ``seq - n + 1 + i``, one of:
+
+- an int, the job's seq (``conveyor_jobs.seq``): task and queue ``t[0]``, attempt ``a``, the row's
+  kind and worker, no data: the usual entry, a few bytes;
+- a list ``[job seq, attempt, index into t, kind, worker_id, data]``, a null kind or worker being
+  the row's and a null data ``{}``;
+- an object ``{"j": job id, "t": task, "q": queue, "a": attempt, "k": kind, "w": worker_id, "d":
+  data}``: an entry that names its job itself, written when the job's row goes at the end of its
+  run (a discard) so that its events outlive it.
+
+Why job seqs: the bytes a commit writes are what the log costs (a batch row of job ids and names
+cost a claim a tenth more than no log; one of seqs, nothing measurable). A reader looks the jobs'
+ids up by seq. An entry counts only if that job existed when the entry was written (its first
+event mark is at or before the row's first number), so a seq SQLite gives again to a newer job
+never inherits older entries, and the entries of a job pruned with its events resolve to nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -23,44 +35,100 @@ from .. import codec
 from ..events import Event, EventQuery
 from .rows import row_to_event
 
-#: Most entries in one batch row: a step with more events writes several rows, so that reading a job's
-#: history or pruning a job parses a few kilobytes, not a whole bulk enqueue's events.
+#: Most entries in one batch row: a step with more events writes several rows, so that reading a
+#: job's history parses a few kilobytes, not a whole bulk enqueue's events.
 PER_ROW = 100
-#: How far past a job's mark its batch row can be, in numbers: a step's events follow its mark in the
-#: same transaction (a claim's, a batch of outcomes'), so a walk from a mark stops within this.
+#: How far past a job's mark its batch row can be, in numbers: a step's events follow its mark in
+#: the same transaction, so a walk from a mark ends within this even if the row is gone.
 SPAN = 100_000
 
-#: One entry's fields as a store writes them, ``data`` as JSON text.
-Entry = tuple[str, str | None, str | None, int, str | None, str | None, str]
-#: A row of the log as ``events`` statements return it: seq, at, kind, job_id, task, queue, attempt,
-#: worker_id, data, n (None for a row of one event).
+#: One event as a store hands it to ``encode``: job seq, attempt, task, queue, kind, worker_id,
+#: data (JSON text).
+Item = tuple[int, int, str, str, str, str | None, str]
+#: A row of the log as ``events`` statements return it: seq, at, kind, job_id, task, queue,
+#: attempt, worker_id, data, n (None for a row of one event).
 LogRow = Sequence[Any]
+#: What a reader knows of the jobs a batch row names: job seq -> (job id, its first event mark).
+Jobs = Mapping[int, tuple[str, int]]
+
+_EMPTY = "{}"
 
 
-def encode(entries: Sequence[Entry]) -> str:
-    """The JSON array of a batch row's entries; each one's data is embedded as it is (JSON text)."""
-    return msgspec.json.encode([(*entry[:6], msgspec.Raw(entry[6])) for entry in entries]).decode()
+def encode(items: Sequence[Item]) -> tuple[str, str | None, str]:
+    """A batch row of these events (at most PER_ROW): its (kind, worker_id, data). The row's kind,
+    worker and attempt are the first event's; an event that differs says so in its entry."""
+    kind, worker, attempt = items[0][4], items[0][5], items[0][1]
+    pairs: dict[tuple[str, str], int] = {}
+    entries: list[Any] = []
+    for job_seq, own_attempt, task, queue, own_kind, own_worker, data in items:
+        pair = pairs.setdefault((task, queue), len(pairs))
+        if own_attempt == attempt and pair == 0 and own_kind == kind and own_worker == worker and data == _EMPTY:
+            entries.append(job_seq)
+        else:
+            entries.append([
+                job_seq, own_attempt, pair, None if own_kind == kind else own_kind,
+                None if own_worker == worker else own_worker, None if data == _EMPTY else msgspec.Raw(data),
+            ])  # fmt: skip
+    body = {"t": list(pairs), "a": attempt, "e": entries}
+    return kind, worker, msgspec.json.encode(body).decode()
 
 
-def events_of(row: LogRow) -> list[Event]:
-    """The events a row holds: itself for a row of one event, its entries for a batch row."""
-    n = row[9]
-    if n is None:
+def chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
+    """``items`` cut into rows of at most PER_ROW, in order."""
+    return [items[start : start + PER_ROW] for start in range(0, len(items), PER_ROW)]
+
+
+def decode(row: LogRow) -> dict[str, Any] | None:
+    """A batch row's body (None for a row of one event)."""
+    return None if row[9] is None else codec.loads(row[8])
+
+
+def job_seqs(body: dict[str, Any]) -> set[int]:
+    """The job seqs a batch row's entries name (entries that name their job by id excepted)."""
+    return {entry if isinstance(entry, int) else entry[0] for entry in body["e"] if isinstance(entry, int | list)}
+
+
+def first_mark(event_marks: str) -> int:
+    """A job's first event mark (0 for a job from before marks: it is older than any batch row)."""
+    head = event_marks.split(maxsplit=1)
+    return int(head[0]) if head else 0
+
+
+def events_of(row: LogRow, body: dict[str, Any] | None, jobs: Jobs) -> list[Event]:
+    """The events a row holds: itself for a row of one event; a batch row's entries whose job
+    ``jobs`` names (and that existed when the entry was written), others skipped."""
+    if body is None:
         return [row_to_event(row)]
-    seq, at, kind, worker_id = row[0], float(row[1]), row[2], row[7]
+    seq, at, kind, worker, n = row[0], float(row[1]), row[2], row[7], row[9]
     first = seq - n + 1
+    pairs, attempt = body["t"], body["a"]
     events = []
-    for i, entry in enumerate(codec.loads(row[8])):
-        if entry is None:
+    for i, entry in enumerate(body["e"]):
+        if isinstance(entry, dict):  # names its job itself
+            events.append(Event(
+                seq=first + i, at=at, kind=entry["k"], job_id=entry["j"], task=entry["t"], queue=entry["q"],
+                attempt=entry["a"], worker_id=entry["w"], data=entry["d"] or {},
+            ))  # fmt: skip
             continue
-        job_id, task, queue, attempt, own_kind, own_worker, data = entry
-        worker = own_worker if own_worker is not None else worker_id
-        event = Event(
-            seq=first + i, at=at, kind=own_kind or kind, job_id=job_id, task=task, queue=queue, attempt=attempt,
-            worker_id=worker, data=data or {},
-        )  # fmt: skip
-        events.append(event)
+        if isinstance(entry, int):
+            job_seq, own_attempt, pair, own_kind, own_worker, data = entry, attempt, 0, None, None, None
+        else:
+            job_seq, own_attempt, pair, own_kind, own_worker, data = entry
+        job = jobs.get(job_seq)
+        if job is None or job[1] > first:  # gone, or its seq is a newer job's
+            continue
+        task, queue = pairs[pair]
+        events.append(Event(
+            seq=first + i, at=at, kind=own_kind or kind, job_id=job[0], task=task, queue=queue, attempt=own_attempt,
+            worker_id=worker if own_worker is None else own_worker, data=data or {},
+        ))  # fmt: skip
     return events
+
+
+def holds(body: dict[str, Any], job_seq: int) -> bool:
+    """True if a batch row's body has an entry naming this job by its seq."""
+    return any(entry == job_seq if isinstance(entry, int) else isinstance(entry, list) and entry[0] == job_seq
+               for entry in body["e"])  # fmt: skip
 
 
 def matches(event: Event, query: EventQuery) -> bool:
@@ -74,17 +142,22 @@ def matches(event: Event, query: EventQuery) -> bool:
     )
 
 
-def read(fetch: Callable[[int, int], Sequence[LogRow]], query: EventQuery) -> list[Event]:
-    """Up to ``query.limit`` events that match, oldest first, from ``fetch(after, limit)``: the log's
-    rows past ``after`` in seq order, at most ``limit`` of them, single rows already filtered. A batch
-    row can hold fewer matching events than one (or none), so this reads on until the limit is met or
-    the log ends."""
+def read(
+    fetch: Callable[[int, int], Sequence[LogRow]], resolve: Callable[[Collection[int]], Jobs], query: EventQuery
+) -> list[Event]:
+    """Up to ``query.limit`` events that match, oldest first. ``fetch(after, limit)`` returns the
+    log's rows past ``after`` in seq order, at most ``limit`` of them, single rows already
+    filtered; ``resolve(seqs)`` the jobs those seqs are now. A batch row can hold fewer matching
+    events than one (or none), so this reads on until the limit is met or the log ends."""
     found: list[Event] = []
     after = query.after
     while len(found) < query.limit:
         rows = fetch(after, query.limit)
-        for row in rows:
-            for event in events_of(row):
+        bodies = [decode(row) for row in rows]
+        seqs = {job_seq for body in bodies if body is not None for job_seq in job_seqs(body)}
+        jobs = resolve(seqs) if seqs else {}
+        for row, body in zip(rows, bodies, strict=True):
+            for event in events_of(row, body, jobs):
                 if matches(event, query):
                     found.append(event)
                     if len(found) == query.limit:
@@ -95,59 +168,31 @@ def read(fetch: Callable[[int, int], Sequence[LogRow]], query: EventQuery) -> li
     return found
 
 
-def chunks(entries: Sequence[Any]) -> list[Sequence[Any]]:
-    """``entries`` cut into rows of at most PER_ROW, in order."""
-    return [entries[start : start + PER_ROW] for start in range(0, len(entries), PER_ROW)]
-
-
-def null_entries(entries: list[Any], job_ids: Collection[str]) -> set[str]:
-    """Null, in place, the entries (decoded) of these jobs: their events are pruned, their numbers
-    stay unused. Returns the ids it found."""
-    found: set[str] = set()
-    for i, entry in enumerate(entries):
-        if entry is not None and entry[0] in job_ids:
-            found.add(entry[0])
-            entries[i] = None
-    return found
-
-
-def prune_entries(
-    jobs: Sequence[tuple[str, str]],
-    oldest: int | None,
-    walk: Callable[[int], Iterable[tuple[int, str]]],
-    write: Callable[[int, str | None], None],
-) -> None:
-    """Null the entries of pruned jobs, ``(job id, event_marks)`` pairs, in the batch rows their marks
-    lead to. ``walk(mark)`` yields the batch rows (key, data) from a mark on, in order, within SPAN;
-    the walk from a mark, shared by the jobs of one step, stops once it has found them all. A mark
-    SPAN below ``oldest`` (the log's first key) lost its rows to the age limit and is skipped.
-    ``write(key, data)`` stores a changed row (data None: none of its entries is left)."""
-    by_mark: dict[int, set[str]] = {}
-    for job_id, job_marks in jobs:
-        for text in job_marks.split():
-            by_mark.setdefault(int(text), set()).add(job_id)
-    if oldest is None:
-        return
-    pruned = {job_id for job_id, _ in jobs}
-    rows: dict[int, tuple[list[Any], set[str]]] = {}  # key -> (its entries, decoded; the ids nulled)
-    for mark, ids in sorted(by_mark.items()):
-        if mark + SPAN <= oldest:
-            continue
-        missing = set(ids)
-        for key, data in walk(mark):
-            if key not in rows:
-                entries = codec.loads(data)
-                rows[key] = (entries, null_entries(entries, pruned))
-            missing -= rows[key][1]
-            if not missing:
+def marked_rows(rows_from: Callable[[int], Iterable[LogRow]], event_marks: str, job_seq: int) -> list[LogRow]:
+    """A job's batch rows: from each of its marks, the first batch row on that names it
+    (``rows_from(mark)``: the batch rows from a mark on, in order, within SPAN)."""
+    found: dict[int, LogRow] = {}
+    for mark in sorted({int(text) for text in event_marks.split()}):
+        for row in rows_from(mark):
+            body = decode(row)
+            if body is not None and holds(body, job_seq):
+                found[row[0]] = row
                 break
-    for key, (entries, nulled) in rows.items():
-        if nulled:
-            write(key, encoded(entries))
+    return [found[seq] for seq in sorted(found)]
 
 
-def encoded(entries: Sequence[Any]) -> str | None:
-    """Decoded entries as a row's ``data`` again; None if every one is nulled (the row can go)."""
-    if all(entry is None for entry in entries):
-        return None
-    return msgspec.json.encode(entries).decode()
+def named(body: dict[str, Any], job_seq: int, job_id: str, kind: str, worker: str | None) -> bool:
+    """Rewrite, in place, a batch row body's entries of this job so that they name it by its id
+    (its row is about to go); ``kind``/``worker`` are the row's. True if any entry changed."""
+    changed = False
+    for i, entry in enumerate(body["e"]):
+        if isinstance(entry, int):
+            entry = [entry, body["a"], 0, None, None, None]
+        if not isinstance(entry, list) or entry[0] != job_seq:
+            continue
+        _, attempt, pair, own_kind, own_worker, data = entry
+        task, queue = body["t"][pair]
+        body["e"][i] = {"j": job_id, "t": task, "q": queue, "a": attempt, "k": own_kind or kind,
+                        "w": worker if own_worker is None else own_worker, "d": data}  # fmt: skip
+        changed = True
+    return changed

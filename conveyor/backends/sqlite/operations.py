@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +53,11 @@ class SQLiteOperations:
         if params["kinds"] is not None:
             params["kinds"] = json.dumps(params["kinds"])
         with self._read("read events") as conn:
+
+            def resolve(seqs: Collection[int]) -> event_batches.Jobs:
+                rows = conn.execute(self._sql["event_jobs"], {"seqs": json.dumps(list(seqs))})
+                return {seq: (job_id, event_batches.first_mark(marks)) for seq, job_id, marks in rows}
+
             if query.job_id is not None:  # its history while it exists: no walk of the log
                 row = conn.execute(self._sql["job_seq"], {"id": query.job_id}).fetchone()
                 if row is not None:
@@ -61,22 +66,23 @@ class SQLiteOperations:
             def fetch(after: int, limit: int) -> list[sqlite3.Row]:
                 return conn.execute(self._sql["events"], {**params, "after": after, "limit": limit}).fetchall()
 
-            return event_batches.read(fetch, query)
+            return event_batches.read(fetch, resolve, query)
 
     def _job_events(
         self, conn: sqlite3.Connection, params: dict[str, Any], job_seq: int, marks: str, query: EventQuery
     ) -> list[Event]:
-        """A job's events: its single rows by its seq (conveyor_events_job), its batch rows by its
-        event_marks (one row each), merged in seq order."""
+        """A job's events: its single rows by its seq (conveyor_events_job), its batch rows from its
+        event_marks (a row or two each), merged in seq order."""
         rows = conn.execute(self._sql["job_events"], {**params, "job_seq": job_seq, "limit": -1}).fetchall()
-        if marks:
-            marked = json.dumps([int(mark) for mark in marks.split()])
-            rows += conn.execute(
-                self._sql["marked_event_batches"],
-                {"marks": marked, "job_id": query.job_id, "after": query.after, "span": event_batches.SPAN},
-            ).fetchall()
-            rows.sort(key=lambda row: int(row[0]))
-        found = [event for row in rows for event in event_batches.events_of(row) if event_batches.matches(event, query)]
+        rows += event_batches.marked_rows(event_writes.rows_from(conn, self._sql["event_batches_from"]), marks, job_seq)
+        rows.sort(key=lambda row: int(row[0]))
+        jobs = {job_seq: (query.job_id or "", event_batches.first_mark(marks))}
+        found = [
+            event
+            for row in rows
+            for event in event_batches.events_of(row, event_batches.decode(row), jobs)
+            if event_batches.matches(event, query)
+        ]
         return found[: query.limit]
 
     def _last_seq(self, conn: sqlite3.Connection) -> int:

@@ -51,6 +51,7 @@ class SQLiteOutcomes:
     the insert of a chained job)."""
 
     _sql: dict[str, str]
+    _runs: event_writes.Runs  #: what the runs this store claimed give their outcomes' events (by token)
 
     if TYPE_CHECKING:
 
@@ -68,25 +69,37 @@ class SQLiteOutcomes:
         outcome_events = [event_writes.outcome(report) for report in reports]  # decided before taking the lock
         written: list[bool] = []
         events: list[CopiedEvent] = []  # to copy from the rows once they are written, in this order
+        known: dict[str, event_writes.Run] = {}  # job id -> what its run's claim returned, where still true
         with self._write("write outcomes") as conn:
             for report, (statement, values, extras), event in zip(reports, plans, outcome_events, strict=True):
+                run = self._runs.pop(report.token, None)
                 if report.outcome.kind is OutcomeKind.DISCARDED:
                     written.append(self._discard(conn, values, event, now))
                     continue
                 done = conn.execute(self._sql[statement], values).rowcount == 1
                 written.append(done)
                 if done:  # a stale report wrote nothing: no event, nothing that follows from it
+                    if run is not None and statement != ADVANCED:  # the next stage's task and queue: read them
+                        known[report.job_id] = run
                     events.append(event)
                     if extras:
                         self._pipeline_parts(conn, report, statement == ADVANCED, events, now)
-            event_writes.copy_batch(conn, self._sql["copy_job_events_batch"], events, now)
+            self._copy_batch(conn, events, known, now)
         return written
+
+    def _copy_batch(
+        self, conn: sqlite3.Connection, events: list[CopiedEvent], known: dict[str, event_writes.Run], now: float
+    ) -> None:
+        """The written outcomes' events (and what followed from them), as batch rows."""
+        sql = self._sql
+        event_writes.copy_batch(conn, sql["batch_event_jobs"], sql["insert_event_batch"], events, known, now)
 
     def _discard(self, conn: sqlite3.Connection, values: dict[str, Any], event: CopiedEvent, now: float) -> bool:
         """Delete the job and its mailbox; its event from what the DELETE returned (the row is gone)."""
         row = conn.execute(self._sql["finish_discarded"], values).fetchone()
         if row is None:
             return False
+        event_writes.name_discarded(conn, self._sql, values["id"], row[0], row[5])
         event_writes.append(conn, self._sql["insert_event"], [event_writes.discarded(event, row, now)])
         conn.execute(self._sql["delete_job_messages"], {"ids": json.dumps([values["id"]])})
         return True
@@ -108,7 +121,7 @@ class SQLiteOutcomes:
         if outcome.notice is not None and outcome.kind in _FINAL:
             conn.execute(self._sql["insert_notification"], notice_params(outcome.notice, now))
         if outcome.then is not None and outcome.kind is OutcomeKind.SUCCEEDED:
-            event_writes.copy_batch(conn, self._sql["copy_job_events_batch"], events, now)
+            self._copy_batch(conn, events, {}, now)
             events.clear()
             try:
                 self._insert(conn, [outcome.then], now)

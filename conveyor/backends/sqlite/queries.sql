@@ -246,10 +246,11 @@ SET status = 'queued', rescues = rescues + 1, token = NULL, lease_expires_at = N
 WHERE {current_run};
 
 -- name: finish_discarded
--- Returns what its `discarded` event copies from the job, which is gone once the statement ends.
+-- Returns what its `discarded` event copies from the job, which is gone once the statement ends, and its
+-- marks: its entries in batch rows are rewritten to name it by id (event_batches.named).
 DELETE FROM conveyor_jobs
 WHERE {current_run}
-RETURNING seq, task, queue, attempts, worker_id;
+RETURNING seq, task, queue, attempts, worker_id, event_marks;
 
 -- name: finish_advanced
 -- A pipeline moves on (ADVANCED: :retried 0, :error NULL), or restarts at the stage conveyor.pipeline
@@ -497,31 +498,29 @@ ORDER BY e.key;
 
 -- name: insert_event_batch
 -- only in this dialect: PostgreSQL writes one row per event inside its change's statement.
--- The events of one hot-path step (an enqueue's, a claim's: events.md "How SQLite stores events") as one
--- row: :n events numbered from the log's next number, the row's seq the last of them. :entries is the
--- JSON array of their fields (conveyor.backends.event_batches); :kind and :worker_id are what an entry
--- that leaves them null has. One row instead of one per event, each with an index entry: the log cost
--- a drain of no-op jobs a sixth of its throughput that way, a few percent this way (measured, issue 10).
+-- Up to 100 events of one hot-path step (an enqueue's, a claim's, a batch of outcomes': docs/events.md
+-- "How SQLite stores events") as one row: :n events numbered from the log's next number, the row's seq
+-- the last of them; :entries names each event's job by its seq (conveyor.backends.event_batches), :kind
+-- and :worker_id are most events'. A few bytes an event instead of a row each with an index entry: the
+-- bytes a commit writes are the log's cost (measured, issue 10; benchmarks/README.md).
 INSERT INTO conveyor_events (seq, at, kind, worker_id, data, n)
 VALUES ({next_event_number} - 1 + :n, :now, :kind, :worker_id, :entries, :n);
 
--- name: copy_job_events_batch
--- only in this dialect: PostgreSQL writes the event in its change's statement (a data-modifying CTE).
--- copy_job_events as one batch row (insert_event_batch): a batch of outcomes' events, the task, queue,
--- attempt and worker of each copied from its job's row. :events is a JSON array of [job id, kind, data
--- text]; its order is the events' order. No row if none of the jobs is found.
-INSERT INTO conveyor_events (seq, at, kind, data, n)
-SELECT {next_event_number} - 1 + count(*), :now, '', json_group_array(json(entry)), count(*)
-FROM (SELECT json_array(j.id, j.task, j.queue, j.attempts, e.value ->> 1, j.worker_id, json(e.value ->> 2))
-             AS entry
-      FROM json_each(:events) AS e JOIN conveyor_jobs AS j ON j.id = e.value ->> 0
-      ORDER BY e.key)
-HAVING count(*) > 0;
+-- name: batch_event_jobs
+-- only in this dialect: PostgreSQL copies a batch of outcomes' events from its rows in their statement.
+-- What a batch of outcomes' events takes from their jobs' rows as they are now, after the change: seq,
+-- task, queue, attempt, worker. :ids is a JSON array of job ids.
+SELECT j.id, j.seq, j.task, j.queue, j.attempts, j.worker_id
+FROM json_each(:ids) AS e JOIN conveyor_jobs AS j ON j.id = e.value;
+
+-- name: event_jobs
+-- only in this dialect: the jobs batch rows name by seq (event_batches.read resolves them): id and marks.
+SELECT seq, id, event_marks FROM conveyor_jobs WHERE seq IN (SELECT value FROM json_each(:seqs));
 
 -- name: last_insert_seq
 -- only in this dialect: the seq of the last job this connection inserted. A batch inserted in one
 -- executemany under the write lock takes consecutive seqs (SQLite gives a new row the largest rowid + 1),
--- so its first job's seq is this minus the batch's length, plus one: its events' job_seq.
+-- so its first job's seq is this minus the batch's length, plus one: what its events' entries name.
 SELECT last_insert_rowid();
 
 -- name: events
@@ -551,37 +550,16 @@ WHERE job_seq = :job_seq AND job_id = :job_id AND seq > :after
 ORDER BY seq
 LIMIT :limit;
 
--- name: marked_event_batches
--- only in this dialect: the batch rows that hold a job's events, one per mark (:marks, a JSON array of
--- the job's event_marks): the first batch row at or after the mark that names the job. The step wrote it
--- in the transaction that noted the mark, so it is a row or two on; the bound (:span, event_batches.SPAN)
--- only stops a walk to the log's end for a mark whose row is gone (pruned by age).
-SELECT DISTINCT e.seq, e.at, e.kind, e.job_id, e.task, e.queue, e.attempt, e.worker_id, e.data, e.n
-FROM json_each(:marks) AS m
-JOIN conveyor_events AS e ON e.seq = (
-    SELECT b.seq FROM conveyor_events AS b
-    WHERE b.seq >= m.value AND b.seq < m.value + :span AND b.n IS NOT NULL AND instr(b.data, :job_id) > 0
-    ORDER BY b.seq LIMIT 1)
-WHERE e.seq > :after
-ORDER BY e.seq;
-
 -- name: event_batches_from
--- only in this dialect: the batch rows from a mark on (prune: where its jobs' entries are), in order;
--- the store stops reading once it has found them all.
-SELECT seq, data FROM conveyor_events WHERE seq >= :mark AND seq < :mark + :span AND n IS NOT NULL ORDER BY seq;
-
--- name: first_event_seq
--- only in this dialect: the oldest row's seq (NULL for an empty log): a mark far below it lost its row
--- to the age limit, and prune does not look for it.
-SELECT min(seq) FROM conveyor_events;
+-- only in this dialect: the batch rows from one of a job's marks on, in order (event_batches.marked_rows
+-- reads until the first that names the job: a row or two, written in the transaction of the mark); the
+-- bound (:span) only ends the walk for a mark whose row is gone (pruned by age).
+SELECT seq, at, kind, job_id, task, queue, attempt, worker_id, data, n FROM conveyor_events
+WHERE seq >= :mark AND seq < :mark + :span AND n IS NOT NULL ORDER BY seq;
 
 -- name: update_event_batch
--- only in this dialect: a batch row with the entries of pruned jobs nulled (event_batches.without).
+-- only in this dialect: a batch row whose entries of a discarded job now name it by id (event_batches.named).
 UPDATE conveyor_events SET data = :entries WHERE seq = :seq;
-
--- name: delete_event_row
--- only in this dialect: a batch row none of whose entries is left.
-DELETE FROM conveyor_events WHERE seq = :seq;
 
 -- name: last_event_seq
 -- only in this dialect: PostgreSQL reads the sequencer's head (conveyor_event_head) instead.
@@ -593,12 +571,12 @@ SELECT coalesce(max(seq), 0) FROM conveyor_events;
 -- before the first event at or after :before, found by a walk in seq order that stops there (no index on
 -- `at`, migrations/0003). An event written with an older time after a newer one (clocks of two
 -- processes a little apart) goes with a later prune. AUTOINCREMENT: their numbers are never reused.
--- Returns how many events each deleted row held (a batch row's entries but those pruned with their jobs).
+-- Returns how many events each deleted row held (a batch row's entries, of jobs still there or not).
 DELETE FROM conveyor_events
 WHERE seq < coalesce((SELECT seq FROM conveyor_events WHERE at >= :before ORDER BY seq LIMIT 1),
                      (SELECT max(seq) + 1 FROM conveyor_events))
   AND at < :before
-RETURNING CASE WHEN n IS NULL THEN 1 ELSE (SELECT count(*) FROM json_each(data) WHERE type <> 'null') END;
+RETURNING coalesce(n, 1);
 
 -- name: delete_job_events
 -- only in this dialect: prune's second statement, for the jobs its DELETE returned (:seqs and :ids, JSON
@@ -609,7 +587,7 @@ WHERE job_seq IN (SELECT value FROM json_each(:seqs)) AND job_id IN (SELECT valu
 
 -- name: job_seq
 -- only in this dialect: a job's seq, by which its single events are indexed (job_events), and where its
--- batch rows are (event_marks, marked_event_batches).
+-- batch rows are (event_marks, event_batches_from).
 SELECT seq, event_marks FROM conveyor_jobs WHERE id = :id;
 
 -- switches ----------------------------------------------------------------------------------------------
@@ -680,11 +658,11 @@ DELETE FROM conveyor_workers WHERE state IN ('stopped', 'dead') AND last_seen < 
 -- Finished jobs past their expiry (conveyor_jobs_expiry); their seqs and ids, whose events go too
 -- (delete_job_events, in the same transaction).
 DELETE FROM conveyor_jobs WHERE expires_at <= :now AND status IN ('succeeded', 'failed', 'cancelled')
-RETURNING seq, id, event_marks;
+RETURNING seq, id;
 
 -- name: prune_before
 DELETE FROM conveyor_jobs WHERE finished_at < :before AND status IN ('succeeded', 'failed', 'cancelled')
-RETURNING seq, id, event_marks;
+RETURNING seq, id;
 
 -- name: oldest_due
 -- Per queue, when its oldest due queued job fell due (health, `conveyor queues`); switches not

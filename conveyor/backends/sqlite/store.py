@@ -47,7 +47,6 @@ from .writers import WritersQueue
 
 _WAKE_POLL = 0.002  #: seconds between data_version checks while idle
 _PRIORITIES = json.dumps([int(p) for p in Priority])
-_ENQUEUED, _STARTED = EventKind.ENQUEUED.value, EventKind.STARTED.value
 
 
 def _mark(first: int, index: int) -> int:
@@ -81,6 +80,7 @@ class SQLiteBackend(
         self._writers = WritersQueue(self.path + ".lock", self.options.flock_wait)
         self._local = threading.local()
         self._queue_lists: dict[tuple[str, ...], str] = {}  #: queues as the JSON array next_due takes
+        self._runs = event_writes.Runs()
         self._ready = False
 
     def __repr__(self) -> str:
@@ -262,11 +262,13 @@ class SQLiteBackend(
                 conn.execute(self._sql["rollback_to_savepoint"])  # find the taken id below
             else:
                 conn.execute(self._sql["release_savepoint"])
-                self._enqueued(conn, jobs, now)
+                last: int = conn.execute(self._sql["last_insert_seq"]).fetchone()[0]  # one executemany: consecutive
+                self._enqueued(conn, jobs, range(last - len(jobs) + 1, last + 1), now)
                 return [new_job_record(new, now) for new in jobs]
             conn.execute(self._sql["release_savepoint"])
         stored: list[Job] = []
         inserted: list[NewJob] = []
+        seqs: list[int] = []
         for new in jobs:
             if new.key is not None:
                 existing = conn.execute(self._sql["find_unfinished_by_key"], {"key": new.key}).fetchone()
@@ -274,18 +276,18 @@ class SQLiteBackend(
                     stored.append(row_to_job(existing))
                     continue
             try:
-                conn.execute(insert, (*insert_row(new, now), _mark(first, len(inserted))))
+                seqs.append(conn.execute(insert, (*insert_row(new, now), _mark(first, len(inserted)))).lastrowid or 0)
             except sqlite3.IntegrityError as exc:
                 raise DuplicateJob(new.id) from exc
             stored.append(new_job_record(new, now))
             inserted.append(new)
-        self._enqueued(conn, inserted, now)
+        self._enqueued(conn, inserted, seqs, now)
         return stored
 
-    def _enqueued(self, conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> None:
-        """The ``enqueued`` events of jobs just inserted, as one batch row (their inserts noted it)."""
-        entries = event_writes.enqueued_entries(jobs, now)
-        event_writes.append_batch(conn, self._sql["insert_event_batch"], _ENQUEUED, None, entries, now)
+    def _enqueued(self, conn: sqlite3.Connection, jobs: Sequence[NewJob], seqs: Sequence[int], now: float) -> None:
+        """The ``enqueued`` events of jobs just inserted, as batch rows (their inserts noted where)."""
+        items = event_writes.enqueued_items(jobs, seqs, now)
+        event_writes.append_batch(conn, self._sql["insert_event_batch"], items, now)
 
     # workers -----------------------------------------------------------------------------------
     def _next_due(self, conn: sqlite3.Connection, queues: Sequence[str]) -> float | None:
@@ -313,8 +315,9 @@ class SQLiteBackend(
             rows = conn.execute(
                 sql, {**params, "worker_id": worker_id, "now": now, "until": now + lease, "limit": limit}
             ).fetchall()
-            entries = event_writes.started_entries(rows)
-            event_writes.append_batch(conn, self._sql["insert_event_batch"], _STARTED, worker_id, entries, now)
+            items = event_writes.started_items(rows, worker_id)
+            event_writes.append_batch(conn, self._sql["insert_event_batch"], items, now)
+        self._runs.claimed(rows, worker_id)
         jobs = [row_to_job(row[:-1]) for row in rows]  # each row ends with the job's seq
         jobs.sort(key=lambda j: (-j.priority, j.scheduled_at))
         return jobs
@@ -324,8 +327,8 @@ class SQLiteBackend(
             params = {"id": job_id, "worker_id": worker_id, "now": now, "until": now + lease}
             row = conn.execute(self._sql["start"], params).fetchone()
             if row is not None:
-                entries = event_writes.started_entries([row])
-                event_writes.append_batch(conn, self._sql["insert_event_batch"], _STARTED, worker_id, entries, now)
+                items = event_writes.started_items([row], worker_id)
+                event_writes.append_batch(conn, self._sql["insert_event_batch"], items, now)
         return None if row is None else row_to_job(row[:-1])
 
     def wait_for_work(self, queues: Sequence[str], timeout: float, now: float) -> None:
@@ -458,25 +461,8 @@ class SQLiteBackend(
             if rows:  # and their events and messages, in the same transaction
                 seqs, ids = json.dumps([row[0] for row in rows]), json.dumps([row[1] for row in rows])
                 conn.execute(self._sql["delete_job_events"], {"seqs": seqs, "ids": ids})
-                self._prune_batch_entries(conn, rows)
                 conn.execute(self._sql["delete_job_messages"], {"ids": ids})
         return len(rows)
-
-    def _prune_batch_entries(self, conn: sqlite3.Connection, jobs: Sequence[Sequence[Any]]) -> None:
-        """Null the pruned jobs' entries in batch rows (jobs: (seq, id, event_marks) rows), found from
-        their marks (event_batches.prune_entries); a row with no entry left goes."""
-
-        def walk(mark: int) -> Iterator[tuple[int, str]]:
-            yield from conn.execute(self._sql["event_batches_from"], {"mark": mark, "span": event_batches.SPAN})
-
-        def write(seq: int, entries: str | None) -> None:
-            if entries is None:
-                conn.execute(self._sql["delete_event_row"], {"seq": seq})
-            else:
-                conn.execute(self._sql["update_event_batch"], {"seq": seq, "entries": entries})
-
-        oldest = conn.execute(self._sql["first_event_seq"]).fetchone()[0]
-        event_batches.prune_entries([(job[1], job[2]) for job in jobs], oldest, walk, write)
 
     def schema_versions(self) -> tuple[int | None, int]:
         with translated(self.path, "read its schema version", self.options.busy_timeout):
