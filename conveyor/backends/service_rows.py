@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import codec
 from ..events import EventKind, encode_data
-from ..service_types import ServiceEnd, ServiceError, ServiceRecord, ServiceSource, ServiceStatus
+from ..service_types import ServiceAction, ServiceEnd, ServiceError, ServiceRecord, ServiceSource, ServiceStatus
 from .rows import EventRow
 
 #: The columns of a service row as every dialect's ``service_columns`` lists them, in ``row_to_service``'s order.
@@ -26,6 +26,24 @@ def _json(value: Any) -> Any:
 
 def _real(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def checked_replicas(name: str, replicas: int) -> int:
+    """An instance's replica count as stored: one at least (removing it is ``remove_service``)."""
+    if replicas < 1:
+        raise ValueError(f"service instance {name!r}: replicas must be >= 1, got {replicas}")
+    return int(replicas)
+
+
+def checked_control(
+    name: str, action: ServiceAction, params: dict[str, Any] | None
+) -> tuple[ServiceAction, str | None]:
+    """``control_service``'s action and its new parameters as stored (JSON text, or None to keep
+    them); only a reload takes parameters."""
+    action = ServiceAction(action)
+    if params is not None and action is not ServiceAction.RELOAD:
+        raise ValueError(f"service instance {name!r}: only a reload takes parameters, not a {action.value}")
+    return action, None if params is None else codec.dumps(dict(params))
 
 
 def row_to_service(row: Sequence[Any]) -> ServiceRecord:

@@ -24,7 +24,7 @@ from psycopg import errors as pg_errors
 from ... import codec
 from ...events import EventKind
 from ...service_types import ServiceAction, ServiceEnd, ServiceRecord, ServiceSource, ServiceSpec, ServiceStatus
-from ..service_rows import SERVICE_COLUMNS, end_params, row_to_service, service_row
+from ..service_rows import SERVICE_COLUMNS, checked_control, checked_replicas, end_params, row_to_service, service_row
 from .connections import Connection
 from .schema import queries
 
@@ -64,8 +64,7 @@ class ServicesMixin:
         return cursors
 
     def create_service(self, spec: ServiceSpec, now: float) -> bool:
-        if spec.replicas < 1:
-            raise ValueError(f"service instance {spec.name!r}: replicas must be >= 1, got {spec.replicas}")
+        replicas = checked_replicas(spec.name, spec.replicas)
         kind = EventKind.SERVICE_CREATED
         source = ServiceSource(spec.source).value
         params = {
@@ -73,8 +72,8 @@ class ServicesMixin:
             "params": codec.dumps(dict(spec.params)), "source": source, "local_to": spec.local_to,
             "wanted": bool(spec.wanted), "owner": spec.owner,
             "status": (ServiceStatus.PENDING if spec.wanted else ServiceStatus.STOPPED).value,
-            "replicas": int(spec.replicas), "now": now, "event_kind": kind.value,
-            "event_data": _instance_data(kind, spec.name, now, {"replicas": int(spec.replicas), "source": source}),
+            "replicas": replicas, "now": now, "event_kind": kind.value,
+            "event_data": _instance_data(kind, spec.name, now, {"replicas": replicas, "source": source}),
             "wake": True,
         }  # fmt: skip
         with self._conn("create a service") as conn:
@@ -85,9 +84,7 @@ class ServicesMixin:
         return row is not None and int(row[0]) > 0
 
     def resize_service(self, name: str, replicas: int, queue: str, now: float) -> bool:
-        if replicas < 1:
-            raise ValueError(f"service instance {name!r}: replicas must be >= 1, got {replicas}")
-        params = {"name": name, "replicas": int(replicas), "queue": queue, "now": now}
+        params = {"name": name, "replicas": checked_replicas(name, replicas), "queue": queue, "now": now}
         with self._conn("resize a service") as conn:
             cursors = self._locked(conn, name, _RESIZE, params)
         return sum(cursor.rowcount for cursor in cursors) > 0
@@ -95,11 +92,8 @@ class ServicesMixin:
     def control_service(
         self, name: str, action: ServiceAction, params: dict[str, Any] | None, now: float
     ) -> list[ServiceRecord]:
-        action = ServiceAction(action)
-        if params is not None and action is not ServiceAction.RELOAD:
-            raise ValueError(f"service instance {name!r}: only a reload takes parameters, not a {action.value}")
+        action, new_params = checked_control(name, action, params)
         kind = EventKind.SERVICE_REQUESTED
-        new_params = None if params is None else codec.dumps(dict(params))
         values = {
             "name": name, "action": action.value, "params": new_params, "now": now, "event_kind": kind.value,
             "event_data": _instance_data(kind, name, now, {"action": action.value}), "wake": True,

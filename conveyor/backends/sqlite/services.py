@@ -23,14 +23,7 @@ from ... import codec
 from ...events import EventKind
 from ...service_types import ServiceAction, ServiceEnd, ServiceRecord, ServiceSource, ServiceSpec
 from ..rows import EventRow
-from ..service_rows import end_params, row_to_service, service_row
-
-
-def _check_replicas(replicas: int) -> int:
-    """An instance has one replica at least (removing it is ``remove_service``)."""
-    if replicas < 1:
-        raise ValueError(f"a service instance needs at least one replica, got {replicas}")
-    return int(replicas)
+from ..service_rows import checked_control, checked_replicas, end_params, row_to_service, service_row
 
 
 class SQLiteServices:
@@ -49,7 +42,7 @@ class SQLiteServices:
 
     # a user's requests -------------------------------------------------------------------------------
     def create_service(self, spec: ServiceSpec, now: float) -> bool:
-        replicas = _check_replicas(spec.replicas)
+        replicas = checked_replicas(spec.name, spec.replicas)
         source = ServiceSource(spec.source).value
         params = {
             "name": spec.name, "replicas": replicas, "service": spec.service, "queue": spec.queue,
@@ -66,7 +59,7 @@ class SQLiteServices:
         return True
 
     def resize_service(self, name: str, replicas: int, queue: str, now: float) -> bool:
-        params = {"name": name, "replicas": _check_replicas(replicas), "queue": queue, "now": now}
+        params = {"name": name, "replicas": checked_replicas(name, replicas), "queue": queue, "now": now}
         sql = self._sql
         with self._write("resize a service", producer=True) as conn:
             changed = conn.execute(sql["set_service_queue"], params).rowcount
@@ -77,13 +70,8 @@ class SQLiteServices:
     def control_service(
         self, name: str, action: ServiceAction, params: dict[str, Any] | None, now: float
     ) -> list[ServiceRecord]:
-        action = ServiceAction(action)
-        if params is not None and action is not ServiceAction.RELOAD:
-            raise ValueError(f"only a reload takes parameters, not a {action.value}")
-        values = {
-            "name": name, "action": action.value, "params": None if params is None else codec.dumps(dict(params)),
-            "now": now,
-        }  # fmt: skip
+        action, new_params = checked_control(name, action, params)
+        values = {"name": name, "action": action.value, "params": new_params, "now": now}
         with self._write(f"{action.value} a service", producer=True) as conn:
             if conn.execute(self._sql["control_service"], values).rowcount < 1:
                 return []
