@@ -89,6 +89,23 @@ def native_connection(store_url: str) -> Iterator[Callable[[], Any]]:
 
 
 @pytest.fixture
+def sqlite_path(tmp_path: Path) -> Path:
+    """The file of a SQLite store, for the SQLite-only tests."""
+    return tmp_path / "store.db"
+
+
+@pytest.fixture
+def sqlite_store(sqlite_path: Path) -> Iterator[Any]:
+    """A SQLiteBackend on ``sqlite_path``, set up: for the SQLite-only tests."""
+    from conveyor.backends.sqlite import SQLiteBackend
+
+    backend = SQLiteBackend(sqlite_path)
+    backend.setup()
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
 def pg_store(postgres_url: str) -> Iterator[Any]:
     """A PostgresBackend on the session's database, set up and emptied: for the PostgreSQL-only tests."""
     from conveyor.backends.postgres import PostgresBackend

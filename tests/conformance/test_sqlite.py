@@ -41,16 +41,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
+def path(sqlite_path: Path) -> Path:
+    return sqlite_path
 
 
 @pytest.fixture
-def store(path: Path) -> Iterator[SQLiteBackend]:
-    backend = SQLiteBackend(path)
-    backend.setup()
-    yield backend
-    backend.close()
+def store(sqlite_store: SQLiteBackend) -> SQLiteBackend:
+    return sqlite_store
 
 
 def schema_version(path: Path) -> str:

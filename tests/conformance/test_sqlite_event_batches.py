@@ -6,7 +6,6 @@ plain sqlite3, so the tests check what is on disk, not only what the store says.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,16 +19,13 @@ from .jobdata import LEASE, T0, new, token
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
+def path(sqlite_path: Path) -> Path:
+    return sqlite_path
 
 
 @pytest.fixture
-def store(path: Path) -> Iterator[SQLiteBackend]:
-    backend = SQLiteBackend(path)
-    backend.setup()
-    yield backend
-    backend.close()
+def store(sqlite_store: SQLiteBackend) -> SQLiteBackend:
+    return sqlite_store
 
 
 def rows(path: Path) -> list[tuple[int, int | None]]:

@@ -92,8 +92,8 @@ ON CONFLICT (name) DO UPDATE SET value = excluded.value;
 SELECT {next_event_number};
 
 -- name: event_mark
--- a fragment: a step whose event goes into a batch row (insert_event_batch, copy_job_events_batch) notes
--- where that row is: the lowest number it can have (migrations/0009). `SET {event_mark}`.
+-- a fragment: a step whose event goes into a batch row (insert_event_batch) notes where that row is: the
+-- lowest number it can have (migrations/0009). `SET {event_mark}`.
 event_marks = event_marks || {next_event_number} || ' '
 
 -- name: insert_plain
@@ -197,9 +197,10 @@ WHERE id = :id AND token = :token AND status = 'running';
 -- Every finish_* writes one OutcomeKind for the current run only (id, token, running: the fence),
 -- and with :lease_before only if the run's lease ran out before then (the leader's guard: a worker
 -- that renewed its lease meanwhile keeps its job). A stale run matches no row and writes nothing.
--- The store appends the events of the reports actually written (row count 1) as one batch row
--- (copy_job_events_batch; no RETURNING: SQLite's costs a few microseconds per statement, measured); each
--- finish_* but the discard's, whose row goes, notes where that row is ({event_mark}).
+-- The store appends the events of the reports actually written (row count 1) as batch rows
+-- (insert_event_batch, with what the run's claim returned or else batch_event_jobs; no RETURNING: SQLite's
+-- costs a few microseconds per statement, measured); each finish_* but the discard's, whose row goes,
+-- notes where that row is ({event_mark}).
 
 -- name: current_run
 -- a fragment: the fence of every finish_* statement, written {current_run}: the run's job, by its id
@@ -526,8 +527,9 @@ SELECT last_insert_rowid();
 -- name: events
 -- The log's rows after :after in seq order (seq order is commit order: writers are serial). A NULL
 -- filter matches everything; :kinds is a JSON array of kinds, any of which matches. A batch row (n set)
--- is filtered once its events are read out (event_batches), only by the job here: an id it holds is in
--- its text. A row whose seq is past :after can hold events up to n - 1 before it: the reader drops those.
+-- is filtered once its events are read out (event_batches); here only by the id of a job that is gone,
+-- whose entries are the ones that name it by id (a discarded job's) and so hold it in the row's text. A
+-- row whose seq is past :after can hold events up to n - 1 before it: the reader drops those.
 SELECT seq, at, kind, job_id, task, queue, attempt, worker_id, data, n FROM conveyor_events
 WHERE seq > :after
   AND CASE WHEN n IS NOT NULL THEN :job_id IS NULL OR instr(data, :job_id) > 0

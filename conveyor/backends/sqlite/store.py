@@ -329,7 +329,10 @@ class SQLiteBackend(
             if row is not None:
                 items = event_writes.started_items([row], worker_id)
                 event_writes.append_batch(conn, self._sql["insert_event_batch"], items, now)
-        return None if row is None else row_to_job(row[:-1])
+        if row is None:
+            return None
+        self._runs.claimed([row], worker_id)
+        return row_to_job(row[:-1])
 
     def wait_for_work(self, queues: Sequence[str], timeout: float, now: float) -> None:
         started = time.monotonic()
