@@ -3,7 +3,7 @@ against every store."""
 
 from __future__ import annotations
 
-import threading
+from functools import partial
 
 from conveyor.backends import Backend, open_backend
 from conveyor.backends.base import Outcome, OutcomeKind
@@ -11,6 +11,7 @@ from conveyor.job import Status
 
 from .conftest import OpenStore
 from .jobdata import LEASE, T0, claim_one, new, stored, token
+from .threads import at_once
 
 
 def test_setup_is_idempotent_and_applies_nothing_on_a_current_store(store_url: str, backend: Backend) -> None:
@@ -28,21 +29,11 @@ def test_setup_is_idempotent_and_applies_nothing_on_a_current_store(store_url: s
 def test_setup_from_many_stores_at_once_is_safe(store_url: str, backend: Backend) -> None:
     stores = [open_backend(store_url) for _ in range(6)]
     applied: list[list[str]] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(stores))
 
     def set_up(store: Backend) -> None:
-        barrier.wait()
-        try:
-            applied.append(store.setup())
-        except BaseException as exc:
-            errors.append(exc)
+        applied.append(store.setup())
 
-    threads = [threading.Thread(target=set_up, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = at_once([partial(set_up, store) for store in stores])
     try:
         assert errors == [] and applied == [[]] * len(stores)
         stores[0].enqueue([new("after")], T0)

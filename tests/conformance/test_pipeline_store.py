@@ -5,7 +5,7 @@ built by hand here, as conveyor.pipeline would decide them: a store only writes 
 from __future__ import annotations
 
 import json
-import threading
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -20,6 +20,7 @@ from conveyor.outcome import NextStage, Notice, StageRecord
 
 from .conftest import OpenStore
 from .jobdata import LEASE, T0, claim_one, new, stored, token
+from .threads import at_once
 
 FLAKY = JobError("OSError", "flaky", "tb")
 SETTINGS = {"kws": {"user": 7}, "restart": "stage", "timeout": 3600.0}
@@ -340,23 +341,12 @@ def test_a_repeated_message_id_is_a_duplicate_even_once_the_job_finished(backend
 def test_concurrent_sends_of_one_message_store_it_once(open_store: OpenStore) -> None:
     stores = [open_store() for _ in range(10)]
     stores[0].enqueue([pipeline("w", status=Status.WAITING, waiting_for="approve")], T0)
-    barrier = threading.Barrier(len(stores))
     answers: list[Delivery] = []
-    errors: list[BaseException] = []
 
     def send(store: Backend) -> None:
-        try:
-            barrier.wait()
-            answers.append(store.send_message("w", message("once"), T0 + 1))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        answers.append(store.send_message("w", message("once"), T0 + 1))
 
-    threads = [threading.Thread(target=send, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert at_once([partial(send, store) for store in stores]) == []
     assert sorted(answers) == sorted([Delivery.RESUMED] + [Delivery.DUPLICATE] * 9)
     assert len(stores[0].messages("w")) == 1
     assert kinds(stores[0], "w") == ["enqueued", "message_received", "resumed"]

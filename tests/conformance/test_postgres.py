@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -26,6 +26,7 @@ from conveyor.backends.postgres import PostgresBackend, migrations, queries  # n
 from conveyor.job import Status  # noqa: E402
 
 from .jobdata import new  # noqa: E402
+from .threads import at_once  # noqa: E402
 
 #: Jobs waiting when the claim's plan is checked ("fast with a million jobs waiting").
 CLAIM_PLAN_ROWS = 1_000_000
@@ -55,22 +56,11 @@ def test_the_migrate_command_applies_then_reports_up_to_date(empty_database: str
 def test_migrate_is_idempotent_and_safe_from_many_processes_at_once(empty_database: str) -> None:
     stores = [PostgresBackend(empty_database) for _ in range(6)]
     applied: list[list[str]] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(stores))
 
     def migrate(store: PostgresBackend) -> None:
-        barrier.wait()
-        try:
-            applied.append(store.migrate())
-        except BaseException as exc:
-            errors.append(exc)
+        applied.append(store.migrate())
 
-    threads = [threading.Thread(target=migrate, args=(s,)) for s in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert at_once([partial(migrate, s) for s in stores]) == []
     names = [name for _, name, _ in migrations()]
     assert sorted(applied, key=len) == [[]] * (len(stores) - 1) + [names]
     assert stores[0].migrate() == []

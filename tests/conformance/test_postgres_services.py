@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from conveyor.service_types import ServiceAction, ServiceRecord, ServiceSpec, Se
 
 from .conftest import OpenStore  # noqa: E402
 from .jobdata import LEASE, T0  # noqa: E402
+from .threads import at_once  # noqa: E402
 
 #: Every test here runs on PostgreSQL only (the conformance fixtures, given one store).
 pytestmark = pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
@@ -68,24 +70,13 @@ def test_claimers_on_several_connections_never_take_the_same_row(open_store: Ope
     stores = [open_store() for _ in range(4)]
     for i in range(10):
         assert stores[0].create_service(spec(f"s{i:02}", replicas=5), T0)
-    start = threading.Barrier(len(stores))
     taken: dict[int, list[ServiceRecord]] = {i: [] for i in range(len(stores))}
-    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
-        try:
-            start.wait()
-            while got := stores[i].claim_services(f"w{i}", ["consume"], [], 1 + i % 3, LEASE, T0 + 1, T0 + 1):
-                taken[i] += got
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        while got := stores[i].claim_services(f"w{i}", ["consume"], [], 1 + i % 3, LEASE, T0 + 1, T0 + 1):
+            taken[i] += got
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(stores))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
+    assert at_once([partial(worker, i) for i in range(len(stores))]) == []
     keys = [(r.name, r.replica) for got in taken.values() for r in got]
     assert len(keys) == 50 and len(set(keys)) == 50
     assert {(r.name, r.replica, r.worker_id, r.token) for r in stores[0].list_services()} == {
@@ -196,41 +187,25 @@ def test_renewals_requests_and_claims_at_once_never_deadlock(open_store: OpenSto
         i: stores[i].claim_services(f"w{i}", ["consume"], [], 6, LEASE, T0 + 1, T0 + 1) for i in range(2)
     }  # fmt: skip
     assert sum(len(got) for got in held.values()) == 12
-    errors: list[BaseException] = []
     stop = time.monotonic() + 1.5
 
     def renewer(i: int) -> None:
         tokens = [r.token for r in held[i] if r.token is not None]
-        try:
-            while time.monotonic() < stop:
-                stores[i].renew_services(f"w{i}", tokens, LEASE, T0 + 2)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        while time.monotonic() < stop:
+            stores[i].renew_services(f"w{i}", tokens, LEASE, T0 + 2)
 
     def user() -> None:
-        try:
-            n = 0
-            while time.monotonic() < stop:
-                for name in reversed(names):
-                    action = ServiceAction.STOP if n % 2 else ServiceAction.START
-                    stores[2].control_service(name, action, None, T0 + 2)
-                n += 1
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        n = 0
+        while time.monotonic() < stop:
+            for name in reversed(names):
+                action = ServiceAction.STOP if n % 2 else ServiceAction.START
+                stores[2].control_service(name, action, None, T0 + 2)
+            n += 1
 
     def claimer() -> None:
-        try:
-            while time.monotonic() < stop:
-                stores[3].claim_services("w3", ["consume"], [], 10, LEASE, T0 + 2, T0 + 2)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        while time.monotonic() < stop:
+            stores[3].claim_services("w3", ["consume"], [], 10, LEASE, T0 + 2, T0 + 2)
 
-    threads = [threading.Thread(target=renewer, args=(i,)) for i in range(2)]
-    threads += [threading.Thread(target=user), threading.Thread(target=claimer)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
+    assert at_once([partial(renewer, 0), partial(renewer, 1), user, claimer]) == []
     # nothing was taken over: every lease was renewed and is still to run
     assert {r.worker_id for r in stores[0].list_services()} == {"w0", "w1"}

@@ -4,7 +4,7 @@ writes it, once per tick however many schedulers fire it at once."""
 
 from __future__ import annotations
 
-import threading
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -20,6 +20,7 @@ from conveyor.schedule_types import Missed, Overlap, ScheduleRecord, Source, Tic
 
 from .conftest import OpenStore
 from .jobdata import T0, claim_one, new, stored, token
+from .threads import at_once
 
 MINUTE = 60.0
 TARGET = {"kind": "call", "task": "tests.task", "args": [1], "kwargs": {"x": "é"}, "queue": "q"}
@@ -302,24 +303,13 @@ def test_eight_schedulers_firing_the_same_tick_at_once_create_one_job(open_store
     stores = [open_store() for _ in range(8)]
     stores[0].put_schedule(schedule("s"), T0)
     tick_at = T0 + MINUTE
-    start = threading.Barrier(len(stores))
     results: dict[int, bool] = {}
-    errors: list[BaseException] = []
 
     def scheduler(i: int) -> None:
-        try:
-            start.wait()
-            ticks = [enqueued("s", tick_at, f"job-{i}")]
-            results[i] = stores[i].fire("s", tick_at, tick_at + MINUTE, ticks, tick_at + i / 1000)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        ticks = [enqueued("s", tick_at, f"job-{i}")]
+        results[i] = stores[i].fire("s", tick_at, tick_at + MINUTE, ticks, tick_at + i / 1000)
 
-    threads = [threading.Thread(target=scheduler, args=(i,)) for i in range(len(stores))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
+    assert at_once([partial(scheduler, i) for i in range(len(stores))]) == []
     assert sorted(results.values()) == [False] * 7 + [True]
     winner = next(i for i, won in results.items() if won)
     backend = stores[0]

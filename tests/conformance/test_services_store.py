@@ -5,7 +5,7 @@ read its own clock would fail."""
 
 from __future__ import annotations
 
-import threading
+from functools import partial
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from conveyor.service_types import (
 
 from .conftest import OpenStore
 from .jobdata import LEASE, T0
+from .threads import at_once
 
 PENDING, STARTING, RUNNING = ServiceStatus.PENDING, ServiceStatus.STARTING, ServiceStatus.RUNNING
 STOPPING, STOPPED, FAILED = ServiceStatus.STOPPING, ServiceStatus.STOPPED, ServiceStatus.FAILED
@@ -452,27 +453,16 @@ def test_two_claimers_never_take_the_same_replica(open_store: OpenStore) -> None
     stores = [open_store() for _ in range(2)]
     for i in range(6):
         assert stores[0].create_service(spec(f"s{i}", replicas=4), T0)
-    start = threading.Barrier(len(stores))
     taken: dict[int, list[ServiceRecord]] = {0: [], 1: []}
-    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
-        try:
-            start.wait()
-            for _ in range(100):
-                got = stores[i].claim_services(f"w{i}", ["consume"], [], 2, LEASE, T0 + 1, T0 + 1)
-                if not got:
-                    break
-                taken[i] += got
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for _ in range(100):
+            got = stores[i].claim_services(f"w{i}", ["consume"], [], 2, LEASE, T0 + 1, T0 + 1)
+            if not got:
+                break
+            taken[i] += got
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(stores))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
+    assert at_once([partial(worker, i) for i in range(len(stores))]) == []
     keys = [(r.name, r.replica) for i in taken for r in taken[i]]
     assert len(keys) == 24 and len(set(keys)) == 24
     assert {(r.name, r.replica, r.worker_id, r.token) for r in rows(stores[0])} == {
