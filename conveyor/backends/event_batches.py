@@ -32,7 +32,8 @@ from typing import Any
 import msgspec
 
 from .. import codec
-from ..events import Event, EventQuery
+from ..events import Event, EventKind, EventQuery, enqueued_data
+from ..job import NewJob
 from .rows import row_to_event
 
 #: Most entries in one batch row: a step with more events writes several rows, so that reading a
@@ -71,6 +72,15 @@ def encode(items: Sequence[Item]) -> tuple[str, str | None, str]:
             ])  # fmt: skip
     body = {"t": list(pairs), "a": attempt, "e": entries}
     return kind, worker, msgspec.json.encode(body).decode()
+
+
+def enqueued_items(jobs: Sequence[NewJob], seqs: Sequence[int], now: float) -> list[Item]:
+    """The ``enqueued`` events of jobs just inserted, with their seqs."""
+    kind = EventKind.ENQUEUED.value
+    return [
+        (seq, 0, new.task, new.queue, kind, None, enqueued_data(new.scheduled_at, now))
+        for new, seq in zip(jobs, seqs, strict=True)
+    ]
 
 
 def chunks(items: Sequence[Any]) -> list[Sequence[Any]]:

@@ -13,7 +13,7 @@ import msgspec
 
 from .. import codec
 from ..accounts import AuditEntry, Permission, TokenRecord, User
-from ..events import Event, EventKind, EventQuery, encode_data, enqueued_data
+from ..events import Event, EventKind, EventQuery, encode_data
 from ..job import NewJob, Status
 from ..operations import Switches, SwitchScope, WorkerInfo, WorkerState
 from ..outcome import OutcomeKind, Report
@@ -65,7 +65,6 @@ EventRow = tuple[float, str, str | None, str | None, str | None, int, str | None
 EVENT_COLUMNS = ("at", "kind", "job_id", "task", "queue", "attempt", "worker_id", "data")
 
 _EMPTY = "{}"
-_ENQUEUED = EventKind.ENQUEUED.value
 
 #: The event each switch change writes: (scope, turned off) -> kind.
 SWITCH_EVENTS: dict[tuple[SwitchScope, bool], EventKind] = {
@@ -76,13 +75,6 @@ SWITCH_EVENTS: dict[tuple[SwitchScope, bool], EventKind] = {
     (SwitchScope.ALL, True): EventKind.ALL_DISABLED,
     (SwitchScope.ALL, False): EventKind.ALL_ENABLED,
 }
-
-
-def enqueued_rows(jobs: Iterable[NewJob], now: float) -> list[EventRow]:
-    """The ``enqueued`` events of jobs inserted at ``now`` (attempt 0; due time when delayed)."""
-    return [
-        (now, _ENQUEUED, new.id, new.task, new.queue, 0, None, enqueued_data(new.scheduled_at, now)) for new in jobs
-    ]
 
 
 def switch_row(scope: SwitchScope, name: str, off: bool, now: float) -> EventRow:

@@ -123,12 +123,13 @@ def test_a_schema_1_database_upgrades_in_place_and_keeps_its_jobs(empty_database
 
 def test_the_insert_statements_write_every_insert_column() -> None:
     """``insert`` takes one named parameter per insert column ({insert_params}) and ``insert_copy``
-    streams insert_row's values: every column of the registry appears in both, in its order.
-    (``insert`` also takes its event's kind and data, and whether it wakes event readers.)"""
+    streams insert_row's values (after the seq and batch row reserve_ids gave): every column of the
+    registry appears in both, in its order. (``insert`` also takes its event's kind and data, and
+    whether it wakes event readers.)"""
     names = [column.name for column in INSERT_COLUMNS]
     assert set(re.findall(r"%\((\w+)\)s", queries()["insert"])) == {*names, "event_kind", "event_data", "wake"}
     copied = re.search(r"COPY conveyor_jobs \((.*)\) FROM STDIN", queries()["insert_copy"])
-    assert copied is not None and [c.strip() for c in copied[1].split(",")] == names
+    assert copied is not None and [c.strip() for c in copied[1].split(",")] == ["seq", "event_rows", *names]
 
 
 def test_a_bulk_enqueue_notifies_once_per_statement_and_queue_at_commit(postgres_url: str) -> None:

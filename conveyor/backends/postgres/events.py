@@ -13,13 +13,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ...errors import StoreError, StoreUnavailable
 from ...events import Event, EventQuery
-from .. import sql_files
-from ..rows import event_params, row_to_event
+from .. import event_batches, sql_files
+from ..event_batches import Jobs, LogRow
+from ..rows import event_params
 from .connections import Connection, Listener
 
 log = logging.getLogger("conveyor.postgres")
@@ -114,11 +116,22 @@ class EventLogMixin:
     # base.EventLog -----------------------------------------------------------------------------
     def events(self, query: EventQuery) -> list[Event]:
         """Numbered events after ``query.after``, in seq order, once everything committed before the
-        call is numbered (so a caller reads its own writes)."""
+        call is numbered (so a caller reads its own writes). Batch rows are read out and filtered
+        by event_batches; a job's history comes from its own rows (``_job_events``)."""
         self._sequence_all()  # waits for a round in progress: a caller reads its own committed writes
+        q = sql_files.queries("postgres")
+        params = event_params(query)
         with self._conn("reading events") as conn:
-            rows = conn.execute(sql_files.queries("postgres")["events"], event_params(query)).fetchall()
-        return [row_to_event(row) for row in rows]
+            if query.job_id is not None:
+                return _job_events(conn, params, query)
+
+            def fetch(after: int, limit: int) -> Sequence[LogRow]:
+                return conn.execute(q["events"], {**params, "after": after, "limit": limit}).fetchall()
+
+            def resolve(seqs: Collection[int]) -> Jobs:
+                return {row[0]: (row[1], 0) for row in conn.execute(q["event_jobs"], {"seqs": list(seqs)})}
+
+            return event_batches.read(fetch, resolve, query)
 
     def last_event_seq(self) -> int:
         """The last seq given out, once every event committed before the call is numbered."""
@@ -149,10 +162,11 @@ class EventLogMixin:
 
     def prune_events(self, before: float) -> int:
         """Number what can be numbered (so a log nobody reads does not keep an ever longer list of
-        unnumbered rows), then delete the events written before ``before``."""
+        unnumbered rows), then delete the events written before ``before``; how many events went."""
         self._sequence_all()
         with self._conn("pruning events") as conn:
-            return conn.execute(sql_files.queries("postgres")["prune_events"], {"before": before}).rowcount
+            row = conn.execute(sql_files.queries("postgres")["prune_events"], {"before": before}).fetchone()
+        return 0 if row is None else int(row[0])
 
     def emit(self, job_id: str, token: str, kind: str, data: str, now: float) -> bool:
         """A running task's own event, fenced by its run's token; False if the run is stale. Like
@@ -170,3 +184,20 @@ class EventLogMixin:
         except StoreUnavailable as exc:
             log.warning("job %s: event %r not recorded: %s", job_id, kind, exc)
             return True
+
+
+def _job_events(conn: Connection, params: dict[str, Any], query: EventQuery) -> list[Event]:
+    """A job's events: its rows of one event (by job id) and the batch rows its steps noted (by id),
+    read out in seq order; a job gone with its events has none."""
+    q = sql_files.queries("postgres")
+    found = conn.execute(q["job_event_rows"], params).fetchone()
+    job_seq, rows = (found[0], found[1]) if found is not None else (None, [])
+    log_rows = conn.execute(q["job_events"], {**params, "rows": rows}).fetchall()
+    jobs = {} if job_seq is None else {job_seq: (query.job_id or "", 0)}
+    events = [
+        event
+        for row in log_rows
+        for event in event_batches.events_of(row, event_batches.decode(row), jobs)
+        if event_batches.matches(event, query)
+    ]
+    return events[: query.limit]

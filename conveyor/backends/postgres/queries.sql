@@ -80,6 +80,49 @@ ROLLBACK TO SAVEPOINT conveyor_enqueue;
 -- only in this dialect: SQLite's readers watch PRAGMA data_version instead.
 (SELECT count(pg_notify('conveyor_events', '')) FROM (SELECT FROM logged LIMIT 1) AS one WHERE %(wake)s) AS woken
 
+-- name: batch_mark
+-- a fragment: the CTE `mark`, the id of the batch row a statement writes (log_batch), taken from the
+-- events' identity before the statement changes its jobs, so that each can note it (event_row). Not
+-- taken if the statement changes no job (a CTE runs when first read). `WITH {batch_mark}, ...`.
+-- only in this dialect: SQLite numbers its batch rows as it writes them (event_mark).
+mark AS MATERIALIZED (SELECT nextval('conveyor_events_id_seq') AS id)
+
+-- name: event_row
+-- a fragment: a job's row notes the batch row its step writes (batch_mark). `SET ..., {event_row}`.
+event_rows = event_rows || (SELECT id FROM mark)
+
+-- name: log_batch
+-- a fragment: the end of a statement whose CTE `batch` (seq, task, queue, attempts, worker_id, kind,
+-- data: one row per event, data as JSON text) holds the events of jobs it changed: one batch row of
+-- them all (conveyor/backends/event_batches.py has the format), with id `mark`, numbered later by
+-- the sequencer as n events. The row's kind, worker and attempt are its first event's, and task and
+-- queue pairs are listed once: an event is its job's seq alone unless it differs. No row when the
+-- batch is empty. A statement ends `), {log_batch}` and then reads `logged` (woken) as log_done's do.
+-- only in this dialect: SQLite encodes its batch rows in Python (event_batches.encode).
+firsts AS MATERIALIZED (
+    SELECT attempts, worker_id, kind FROM batch ORDER BY seq LIMIT 1
+), pairs AS (
+    SELECT task, queue, (row_number() OVER (ORDER BY min(seq)) - 1)::int AS i FROM batch GROUP BY task, queue
+), logged AS (
+    INSERT INTO conveyor_events (id, at, kind, worker_id, data, n) OVERRIDING SYSTEM VALUE
+    SELECT (SELECT id FROM mark), %(now)s, f.kind, f.worker_id,
+           json_build_object(
+               't', (SELECT json_agg(json_build_array(task, queue) ORDER BY i) FROM pairs),
+               'a', f.attempts,
+               'e', json_agg(
+                   CASE WHEN b.attempts = f.attempts AND p.i = 0 AND b.kind = f.kind AND b.data = '{}'
+                             AND b.worker_id IS NOT DISTINCT FROM f.worker_id
+                        THEN to_json(b.seq)
+                        ELSE json_build_array(b.seq, b.attempts, p.i, nullif(b.kind, f.kind),
+                                              CASE WHEN b.worker_id IS DISTINCT FROM f.worker_id THEN b.worker_id END,
+                                              CASE WHEN b.data <> '{}' THEN b.data::json END) END
+                   ORDER BY b.seq)),
+           count(*)
+    FROM batch AS b JOIN pairs AS p USING (task, queue) CROSS JOIN firsts AS f
+    GROUP BY f.kind, f.worker_id, f.attempts
+    RETURNING 1
+)
+
 -- name: insert
 -- One job (the parameters are columns.insert_params, one per insert column, plus its event's kind
 -- and data) and its `enqueued` event, in one statement: one round trip, and the event exists
@@ -106,14 +149,25 @@ FROM inserted;
 -- order, so seq, the FIFO tie-break, follows the batch. COPY skips the parsing and planning a
 -- multi-row INSERT pays per value, and fires the statement trigger once: one notification per queue
 -- with queued jobs. A taken id aborts the whole COPY (nothing of the batch is written) with insert's
--- UniqueViolation.
-COPY conveyor_jobs ({insert_columns}) FROM STDIN;
+-- UniqueViolation. Each row's seq and event_rows are the ones reserve_ids gave (COPY writes an
+-- identity column's value as given).
+COPY conveyor_jobs (seq, event_rows, {insert_columns}) FROM STDIN;
+
+-- name: reserve_ids
+-- only in this dialect: SQLite's writer reads the seqs its executemany gave (last_insert_rowid).
+-- Before a COPY'd batch (insert_copy): the seqs of its %(jobs)s jobs and the ids of its %(rows)s
+-- batch rows of events, in order, taken from the tables' identities so that the events can name the
+-- jobs by seq and each job its batch row, all in one COPY each.
+-- The identities' sequences by name (as batch_mark): a lookup per value (pg_get_serial_sequence) cost
+-- more than the values.
+SELECT ARRAY(SELECT nextval('conveyor_jobs_seq_seq') FROM generate_series(1, %(jobs)s)),
+       ARRAY(SELECT nextval('conveyor_events_id_seq') FROM generate_series(1, %(rows)s));
 
 -- name: insert_copy_events
 -- only in this dialect: the events of a COPY'd batch (insert_copy), streamed after it in the same
--- transaction: one `enqueued` row per job (rows.enqueued_rows: the values of rows.EVENT_COLUMNS),
--- in the batch's order.
-COPY conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data) FROM STDIN;
+-- transaction: its `enqueued` events as batch rows of up to 100 (event_batches.encode), with the ids
+-- reserve_ids gave, in the batch's order.
+COPY conveyor_events (id, at, kind, worker_id, data, n) FROM STDIN;
 
 -- name: wake_event_readers
 -- only in this dialect: SQLite's readers poll. After insert_copy_events, in its transaction:
@@ -140,11 +194,12 @@ SELECT {job_columns} FROM conveyor_jobs WHERE key = %(key)s AND status IN ('queu
 -- planner guesses of the LIMIT: the worker pool runs this as a generic plan (see worker_session),
 -- and a join there was planned as a hash join over the whole table (260x slower at 1M queued).
 -- RETURNING has no order: seq comes first so the caller can sort by claim order.
-WITH claimed AS (
+-- The `started` events are one batch row (log_batch), whose id each job notes in event_rows.
+WITH {batch_mark}, claimed AS (
     UPDATE conveyor_jobs AS j
     SET status = 'running', token = replace(gen_random_uuid()::text, '-', ''), worker_id = %(worker_id)s,
         attempts = j.attempts + 1, started_at = %(now)s, finished_at = NULL, lease_expires_at = %(until)s,
-        progress = 0, progress_message = ''
+        progress = 0, progress_message = '', {event_row}
     WHERE j.status = 'queued' AND j.seq = ANY(ARRAY(
         SELECT c.seq
         FROM unnest(%(queues)s::text[]) AS q(name)
@@ -162,11 +217,9 @@ WITH claimed AS (
         LIMIT %(limit)s
     ))
     RETURNING j.seq, {job_columns:j}
-), logged AS (
-    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
-    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json FROM claimed
-    RETURNING 1
-)
+), batch AS (
+    SELECT seq, task, queue, attempts, worker_id, %(event_kind)s AS kind, %(event_data)s AS data FROM claimed
+), {log_batch}
 SELECT claimed.*,
        {wake_readers}
 FROM claimed;
@@ -292,25 +345,24 @@ WITH done AS (
 -- The arrays are sent in binary (%(x)b): psycopg quotes each element of a text array in Python
 -- (a regex per element), five times the cost of the binary form, paid per finished job.
 -- Events: a kind and data per report, or (the usual case: every one `succeeded`, '{}') empty
--- arrays, which unnest pads with NULL, and the one kind and data as %(event_kind)s, %(event_data_one)s.
-WITH done AS (
+-- arrays, which unnest pads with NULL, and the one kind and data as %(event_kind)s, %(event_data_one)s;
+-- one batch row (log_batch), whose id each job notes in event_rows.
+WITH {batch_mark}, done AS (
     UPDATE conveyor_jobs AS j
     SET status = 'succeeded', result = r.result::json,
         results = (CASE WHEN j.results::text = '[]' THEN '[' || r.result || ']'
                         ELSE left(j.results::text, -1) || ',' || r.result || ']' END)::json,
         error = NULL, exit_code = 0, progress = 100, finished_at = %(now)s, expires_at = %(now)s + j.result_ttl,
-        token = NULL, lease_expires_at = NULL
+        token = NULL, lease_expires_at = NULL, {event_row}
     FROM unnest(%(ids)b::text[], %(tokens)b::text[], %(results)b::text[], %(event_kinds)b::text[],
                 %(event_data)b::text[]) AS r(id, token, result, event_kind, event_data)
     WHERE j.id = r.id AND j.token = r.token AND j.status = 'running'
-    RETURNING r.token, j.id, j.task, j.queue, j.attempts, j.worker_id, r.event_kind, r.event_data
-), logged AS (
-    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data)
-    SELECT %(now)s, coalesce(event_kind, %(event_kind)s), id, task, queue, attempts, worker_id,
-           coalesce(event_data, %(event_data_one)s)::json
+    RETURNING r.token, j.seq, j.task, j.queue, j.attempts, j.worker_id, r.event_kind, r.event_data
+), batch AS (
+    SELECT seq, task, queue, attempts, worker_id, coalesce(event_kind, %(event_kind)s) AS kind,
+           coalesce(event_data, %(event_data_one)s) AS data
     FROM done
-    RETURNING 1
-)
+), {log_batch}
 SELECT token,
        {wake_readers}
 FROM done;
@@ -357,14 +409,23 @@ WITH done AS (
 
 -- name: finish_discarded
 -- The job row goes, and its mailbox with it; its `discarded` event stays (until event_ttl), the
--- last word on it.
+-- last word on it, and carries the job's seq and batch rows (job_seq, job_rows): its entries there
+-- still resolve to it, and its history is still found.
 WITH done AS (
     DELETE FROM conveyor_jobs
     WHERE {current_run}
-    RETURNING id, task, queue, attempts, worker_id
+    RETURNING id, task, queue, attempts, worker_id, seq, event_rows
 ), mailbox AS (
     DELETE FROM conveyor_messages WHERE job_id IN (SELECT id FROM done)
-), {log_done}
+), logged AS (
+    INSERT INTO conveyor_events (at, kind, job_id, task, queue, attempt, worker_id, data, job_seq, job_rows)
+    SELECT %(now)s, %(event_kind)s, id, task, queue, attempts, worker_id, %(event_data)s::json, seq, event_rows
+    FROM done
+    RETURNING 1
+)
+SELECT count(*) AS written,
+       {wake_readers}
+FROM logged;
 
 -- Pipelines ---------------------------------------------------------------------------------------
 -- A pipeline's outcome is written in one transaction of several statements (postgres/pipelines.py):
@@ -719,8 +780,8 @@ SELECT pg_advisory_xact_lock(1129270854, hashtext(current_schema()));
 WITH head AS MATERIALIZED (
     SELECT last FROM conveyor_event_head
 ), ready AS MATERIALIZED (
-    SELECT e.id, (SELECT last FROM head) + row_number() OVER (ORDER BY e.id) AS seq
-    FROM (SELECT id FROM conveyor_events WHERE seq IS NULL ORDER BY id LIMIT %(batch)s) AS e
+    SELECT e.id, (SELECT last FROM head) + sum(coalesce(e.n, 1)) OVER (ORDER BY e.id) AS seq
+    FROM (SELECT id, n FROM conveyor_events WHERE seq IS NULL ORDER BY id LIMIT %(batch)s) AS e
 ), numbered AS (
     UPDATE conveyor_events AS e SET seq = r.seq FROM ready AS r WHERE e.id = r.id
 ), advanced AS (
@@ -737,21 +798,61 @@ SELECT coalesce((SELECT last FROM advanced), (SELECT last FROM head)) AS last,
 SELECT last FROM conveyor_event_head;
 
 -- name: events
--- Numbered events after a seq, oldest first; a NULL filter matches everything. Rows not numbered
--- yet are never read: their place in the order is not known until the sequencer gives it.
-SELECT seq, at, kind, job_id, task, queue, attempt, worker_id, data::text
+-- The log's numbered rows after a seq, oldest first; a NULL filter matches everything. Rows not
+-- numbered yet are never read: their place in the order is not known until the sequencer gives it.
+-- A batch row (n set) is filtered once its events are read out (event_batches.read). A row whose seq
+-- is past %(after)s can hold events up to n - 1 before it: the reader drops those. A job's history
+-- is read by job_events instead.
+SELECT seq, at, kind, job_id, task, queue, attempt, worker_id, data::text, n
 FROM conveyor_events
 WHERE seq > %(after)s
-  AND (%(job_id)s::text IS NULL OR job_id = %(job_id)s)
-  AND (%(task)s::text IS NULL OR task = %(task)s)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
-  AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))
+  AND (n IS NOT NULL OR (
+      (%(task)s::text IS NULL OR task = %(task)s)
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+      AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))))
 ORDER BY seq
 LIMIT %(limit)s;
 
+-- name: event_jobs
+-- The jobs batch rows name by seq (event_batches.read resolves them): those that exist, and those
+-- discarded whose `discarded` event is still in the log (it keeps their seq). Seqs are never reused.
+SELECT seq, id FROM conveyor_jobs WHERE seq = ANY(%(seqs)s::bigint[])
+UNION ALL
+SELECT job_seq, job_id FROM conveyor_events WHERE job_seq = ANY(%(seqs)s::bigint[]);
+
+-- name: job_event_rows
+-- only in this dialect: SQLite reads a job's seq and marks by job_seq (its discarded jobs' entries are
+-- rewritten to name them by id).
+-- A job's seq and batch rows: from its row, or, once it is discarded, from its `discarded` event
+-- (by conveyor_events_job). No row: a job pruned with its events, or never there.
+SELECT seq, event_rows FROM conveyor_jobs WHERE id = %(job_id)s
+UNION ALL
+(SELECT job_seq, job_rows FROM conveyor_events WHERE job_id = %(job_id)s AND seq IS NOT NULL AND job_seq IS NOT NULL
+ LIMIT 1)
+LIMIT 1;
+
+-- name: job_events
+-- One job's numbered rows after a seq, oldest first: its rows of one event (conveyor_events_job) and
+-- the batch rows its steps noted (%(rows)s, by primary key), filtered by event_batches once read out.
+SELECT seq, at, kind, job_id, task, queue, attempt, worker_id, data::text, n
+FROM conveyor_events
+WHERE job_id = %(job_id)s AND seq > %(after)s
+  AND (%(task)s::text IS NULL OR task = %(task)s)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))
+UNION ALL
+SELECT seq, at, kind, job_id, task, queue, attempt, worker_id, data::text, n
+FROM conveyor_events
+WHERE id = ANY(%(rows)s::bigint[]) AND seq > %(after)s
+ORDER BY seq;
+
 -- name: prune_events
--- Events older than event_ttl (the leader's prune duty); the BRIN index on `at` finds them.
-DELETE FROM conveyor_events WHERE at < %(before)s;
+-- Events older than event_ttl (the leader's prune duty); the BRIN index on `at` finds them. Returns
+-- how many events the deleted rows held (a batch row's entries, of jobs still there or not).
+WITH gone AS (
+    DELETE FROM conveyor_events WHERE at < %(before)s RETURNING n
+)
+SELECT coalesce(sum(coalesce(n, 1)), 0) FROM gone;
 
 -- Switches -------------------------------------------------------------------------------------
 

@@ -52,9 +52,10 @@ from ...errors import DuplicateJob, InvalidTransition, StoreError, StoreUnavaila
 from ...events import EventKind, encode_data, enqueued_data, outcome_event, progress_data
 from ...job import Job, NewJob, Priority, Status
 from ...outcome import NextStage
+from .. import event_batches
 from ..base import JobQuery, Outcome, OutcomeKind, Report
 from ..columns import insert_params, insert_row, new_job_record, row_to_job
-from ..rows import enqueued_rows, list_params
+from ..rows import list_params
 from . import pipelines
 from .accounts import AccountsMixin
 from .connections import (
@@ -100,6 +101,14 @@ def _events_of(batch: Sequence[Report]) -> dict[str, Any]:
         "event_kind": None,
         "event_data_one": None,
     }
+
+
+def _reserve(cur: Any, jobs: int) -> tuple[list[int], list[int]]:
+    """The seqs of a COPY'd batch's ``jobs`` jobs and the ids of its batch rows of events (one per
+    event_batches.PER_ROW jobs), in order (reserve_ids)."""
+    rows = -(-jobs // event_batches.PER_ROW)
+    seqs, row_ids = cur.execute(queries()["reserve_ids"], {"jobs": jobs, "rows": rows}).fetchone()
+    return sorted(seqs), sorted(row_ids)
 
 
 def _copied(jobs: Sequence[NewJob]) -> bool:
@@ -285,14 +294,17 @@ class PostgresBackend(
         if _copied(jobs) and conn.pgconn.pipeline_status == PipelineStatus.OFF:  # no COPY in a caller's pipeline
             try:
                 with conn.cursor() as cur:
+                    seqs, row_ids = _reserve(cur, len(jobs))
                     with cur.copy(q["insert_copy"]) as copy:
                         write = copy.write_row
-                        for new in jobs:
-                            write(insert_row(new, now))
+                        for i, new in enumerate(jobs):
+                            # event_rows as array text: psycopg's list dumper cost the enqueue a tenth
+                            write((seqs[i], f"{{{row_ids[i // event_batches.PER_ROW]}}}", *insert_row(new, now)))
                     with cur.copy(q["insert_copy_events"]) as copy:
                         write = copy.write_row
-                        for event in enqueued_rows(jobs, now):
-                            write(event)
+                        items = event_batches.chunks(event_batches.enqueued_items(jobs, seqs, now))
+                        for row_id, chunk in zip(row_ids, items, strict=True):
+                            write((row_id, now, *event_batches.encode(chunk), len(chunk)))
                     cur.execute(q["wake_event_readers"])
             except pg_errors.UniqueViolation as exc:
                 raise self._duplicate(exc, jobs) from exc

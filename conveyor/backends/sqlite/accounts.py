@@ -82,8 +82,11 @@ class SQLiteAccounts:
         if row is None:
             return None
         record = row_to_token(row)
-        if digest is None or digest != record.digest or record.revoked_at is not None or (
-            record.last_used_at is not None and record.last_used_at >= now - TOKEN_TOUCH_EVERY
+        if (
+            digest is None
+            or digest != record.digest
+            or record.revoked_at is not None
+            or (record.last_used_at is not None and record.last_used_at >= now - TOKEN_TOUCH_EVERY)
         ):
             return record
         params = {"id": token_id, "now": now, "every": TOKEN_TOUCH_EVERY}

@@ -24,8 +24,7 @@ from typing import Any
 import msgspec
 
 from ... import codec
-from ...events import EventKind, enqueued_data, outcome_event
-from ...job import NewJob
+from ...events import EventKind, outcome_event
 from ...outcome import Report
 from ..columns import JOB_COLUMNS
 from ..event_batches import SPAN, Item, chunks, encode, marked_rows, named
@@ -126,24 +125,13 @@ def rows_from(conn: sqlite3.Connection, event_batches_from: str) -> Callable[[in
     return walk
 
 
-def name_discarded(
-    conn: sqlite3.Connection, sql: dict[str, str], job_id: str, job_seq: int, event_marks: str
-) -> None:
+def name_discarded(conn: sqlite3.Connection, sql: dict[str, str], job_id: str, job_seq: int, event_marks: str) -> None:
     """A job deleted at the end of its run: its entries in batch rows name it by id from now on, so
     its events outlive its row (found from its marks)."""
     for row in marked_rows(rows_from(conn, sql["event_batches_from"]), event_marks, job_seq):
         body = codec.loads(row[8])
         if named(body, job_seq, job_id, row[2], row[7]):
             conn.execute(sql["update_event_batch"], {"seq": row[0], "entries": msgspec.json.encode(body).decode()})
-
-
-def enqueued_items(jobs: Sequence[NewJob], seqs: Sequence[int], now: float) -> list[Item]:
-    """The ``enqueued`` events of jobs just inserted, with their seqs."""
-    kind = EventKind.ENQUEUED.value
-    return [
-        (seq, 0, new.task, new.queue, kind, None, enqueued_data(new.scheduled_at, now))
-        for new, seq in zip(jobs, seqs, strict=True)
-    ]
 
 
 def started_items(rows: Sequence[Sequence[Any]], worker_id: str) -> list[Item]:

@@ -515,7 +515,7 @@ SELECT j.id, j.seq, j.task, j.queue, j.attempts, j.worker_id
 FROM json_each(:ids) AS e JOIN conveyor_jobs AS j ON j.id = e.value;
 
 -- name: event_jobs
--- only in this dialect: the jobs batch rows name by seq (event_batches.read resolves them): id and marks.
+-- The jobs batch rows name by seq (event_batches.read resolves them): id and marks.
 SELECT seq, id, event_marks FROM conveyor_jobs WHERE seq IN (SELECT value FROM json_each(:seqs));
 
 -- name: last_insert_seq
@@ -541,7 +541,7 @@ ORDER BY seq
 LIMIT :limit;
 
 -- name: job_events
--- only in this dialect: SQLite's events are indexed by the job's seq (conveyor_events_job), not its id.
+-- SQLite's events are indexed by the job's seq (conveyor_events_job), not its id (PostgreSQL's by id).
 -- `events` for one job that still exists, by its seq (:job_seq), not by a walk of the whole log; job_id
 -- is checked too, as a seq can have been another job's (the newest job was deleted, its seq given again).
 SELECT seq, at, kind, job_id, task, queue, attempt, worker_id, data, n FROM conveyor_events

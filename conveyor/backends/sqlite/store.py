@@ -286,7 +286,7 @@ class SQLiteBackend(
 
     def _enqueued(self, conn: sqlite3.Connection, jobs: Sequence[NewJob], seqs: Sequence[int], now: float) -> None:
         """The ``enqueued`` events of jobs just inserted, as batch rows (their inserts noted where)."""
-        items = event_writes.enqueued_items(jobs, seqs, now)
+        items = event_batches.enqueued_items(jobs, seqs, now)
         event_writes.append_batch(conn, self._sql["insert_event_batch"], items, now)
 
     # workers -----------------------------------------------------------------------------------
