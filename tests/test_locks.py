@@ -117,7 +117,7 @@ HOLDER = textwrap.dedent(
     import sys, time
     from conveyor import App
 
-    lock = App(sys.argv[1]).lock("contended", ttl=1.0)
+    lock = App(sys.argv[1]).lock("contended", ttl=2.0)  # renewed every 2/3 s: room for a loaded machine
     assert lock.acquire()
     lock.keep()  # renewed while this process lives
     print("held", flush=True)
@@ -135,7 +135,7 @@ def test_a_sigkilled_holder_process_loses_the_lock_after_its_ttl(any_url: str, t
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
         contender = app.lock("contended")
-        time.sleep(1.5)  # longer than the ttl: the holder renews it
+        time.sleep(2.5)  # longer than the ttl: the holder renews it
         assert contender.acquire() is False
         holder.send_signal(signal.SIGKILL)
         holder.wait(WAIT)

@@ -1,9 +1,10 @@
 """Batch rows of the event log: many events in a few bytes each, read back as numbered events.
 
 A store may write the events of one hot-path step (an enqueue of many jobs, a claim, a batch of
-outcomes) as one row instead of one row each (the SQLite store does: docs/events.md, "How SQLite
-stores events"). The row's ``seq`` is the last of ``n`` consecutive numbers, its ``kind`` and
-``worker_id`` those of most of its events, and its ``data`` a JSON object::
+outcomes) as one row instead of one row each: both SQL stores do (docs/events.md, "How SQLite
+stores events"; docs/postgres.md, "Batch rows", where a claim's row is built in SQL). The row's
+``seq`` is the last of ``n`` consecutive numbers, its ``kind`` and ``worker_id`` those of most of
+its events, and its ``data`` a JSON object::
 
     {"t": [[task, queue], ...], "a": attempt, "e": [entry, ...]}
 
@@ -11,8 +12,8 @@ where entry ``i`` is the event numbered ``seq - n + 1 + i``, one of:
 
 - an int, the job's seq (``conveyor_jobs.seq``): task and queue ``t[0]``, attempt ``a``, the row's
   kind and worker, no data: the usual entry, a few bytes;
-- a list ``[job seq, attempt, index into t, kind, worker_id, data]``, a null kind or worker being
-  the row's and a null data ``{}``;
+- a list ``[job seq, attempt, pair, kind, worker_id, data]``, ``pair`` an index into ``t`` or the
+  ``[task, queue]`` itself, a null kind or worker being the row's and a null data ``{}``;
 - an object ``{"j": job id, "t": task, "q": queue, "a": attempt, "k": kind, "w": worker_id, "d":
   data}``: an entry that names its job itself, written when the job's row goes at the end of its
   run (a discard) so that its events outlive it.
@@ -22,6 +23,8 @@ cost a claim a tenth more than no log; one of seqs, nothing measurable). A reade
 ids up by seq. An entry counts only if that job existed when the entry was written (its first
 event mark is at or before the row's first number), so a seq SQLite gives again to a newer job
 never inherits older entries, and the entries of a job pruned with its events resolve to nothing.
+(PostgreSQL never gives a seq twice: its readers pass a mark of 0. Its discarded jobs keep their
+entries through their ``discarded`` event, which holds the job's seq, not by ``named``.)
 """
 
 from __future__ import annotations
@@ -58,7 +61,11 @@ _EMPTY = "{}"
 def encode(items: Sequence[Item]) -> tuple[str, str | None, str]:
     """A batch row of these events (at most PER_ROW): its (kind, worker_id, data). The row's kind,
     worker and attempt are the first event's; an event that differs says so in its entry."""
-    kind, worker, attempt = items[0][4], items[0][5], items[0][1]
+    first = items[0]
+    kind, worker, attempt = first[4], first[5], first[1]
+    if _alike(items):  # the usual case: an entry is its job's seq alone
+        body: dict[str, Any] = {"t": [first[2:4]], "a": attempt, "e": [item[0] for item in items]}
+        return kind, worker, msgspec.json.encode(body).decode()
     pairs: dict[tuple[str, str], int] = {}
     entries: list[Any] = []
     for job_seq, own_attempt, task, queue, own_kind, own_worker, data in items:
@@ -72,6 +79,14 @@ def encode(items: Sequence[Item]) -> tuple[str, str | None, str]:
             ])  # fmt: skip
     body = {"t": list(pairs), "a": attempt, "e": entries}
     return kind, worker, msgspec.json.encode(body).decode()
+
+
+def _alike(items: Sequence[Item]) -> bool:
+    """True if the events differ only by job (and carry no data): a column at a time, in C, as this
+    runs under a store's write lock for every claim and batch of outcomes."""
+    _, *columns = zip(*items, strict=True)
+    n = len(items)
+    return all(column.count(column[0]) == n for column in columns) and columns[-1][0] == _EMPTY
 
 
 def enqueued_items(jobs: Sequence[NewJob], seqs: Sequence[int], now: float) -> list[Item]:
@@ -127,7 +142,7 @@ def events_of(row: LogRow, body: dict[str, Any] | None, jobs: Jobs) -> list[Even
         job = jobs.get(job_seq)
         if job is None or job[1] > first:  # gone, or its seq is a newer job's
             continue
-        task, queue = pairs[pair]
+        task, queue = pairs[pair] if isinstance(pair, int) else pair
         events.append(Event(
             seq=first + i, at=at, kind=own_kind or kind, job_id=job[0], task=task, queue=queue, attempt=own_attempt,
             worker_id=worker if own_worker is None else own_worker, data=data or {},
@@ -178,6 +193,13 @@ def read(
     return found
 
 
+def history(rows: Iterable[LogRow], jobs: Jobs, query: EventQuery) -> list[Event]:
+    """A job's events from its rows of the log in seq order (its own rows and the batch rows that
+    name it): read out, filtered by ``query``, at most ``query.limit``."""
+    found = [event for row in rows for event in events_of(row, decode(row), jobs) if matches(event, query)]
+    return found[: query.limit]
+
+
 def marked_rows(rows_from: Callable[[int], Iterable[LogRow]], event_marks: str, job_seq: int) -> list[LogRow]:
     """A job's batch rows: from each of its marks, the first batch row on that names it
     (``rows_from(mark)``: the batch rows from a mark on, in order, within SPAN)."""
@@ -201,7 +223,7 @@ def named(body: dict[str, Any], job_seq: int, job_id: str, kind: str, worker: st
         if not isinstance(entry, list) or entry[0] != job_seq:
             continue
         _, attempt, pair, own_kind, own_worker, data = entry
-        task, queue = body["t"][pair]
+        task, queue = body["t"][pair] if isinstance(pair, int) else pair
         body["e"][i] = {"j": job_id, "t": task, "q": queue, "a": attempt, "k": own_kind or kind,
                         "w": worker if own_worker is None else own_worker, "d": data}  # fmt: skip
         changed = True

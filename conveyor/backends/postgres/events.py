@@ -194,10 +194,4 @@ def _job_events(conn: Connection, params: dict[str, Any], query: EventQuery) -> 
     job_seq, rows = (found[0], found[1]) if found is not None else (None, [])
     log_rows = conn.execute(q["job_events"], {**params, "rows": rows}).fetchall()
     jobs = {} if job_seq is None else {job_seq: (query.job_id or "", 0)}
-    events = [
-        event
-        for row in log_rows
-        for event in event_batches.events_of(row, event_batches.decode(row), jobs)
-        if event_batches.matches(event, query)
-    ]
-    return events[: query.limit]
+    return event_batches.history(log_rows, jobs, query)

@@ -95,31 +95,35 @@ event_rows = event_rows || (SELECT id FROM mark)
 -- a fragment: the end of a statement whose CTE `batch` (seq, task, queue, attempts, worker_id, kind,
 -- data: one row per event, data as JSON text) holds the events of jobs it changed: one batch row of
 -- them all (conveyor/backends/event_batches.py has the format), with id `mark`, numbered later by
--- the sequencer as n events. The row's kind, worker and attempt are its first event's, and task and
--- queue pairs are listed once: an event is its job's seq alone unless it differs. No row when the
--- batch is empty. A statement ends `), {log_batch}` and then reads `logged` (woken) as log_done's do.
+-- the sequencer as n events. The row's task, queue, attempt, kind and worker are the least of its
+-- events' (`shape`, one pass); an event that matches them all is its job's seq alone, any other
+-- spells out its own. One pass and a join to one row: the form with task/queue pairs listed once
+-- and indexed (as Python writes it) cost the claim a tenth more than this (bench_event_cost.py).
+-- No row when the batch is empty. A statement ends `), {log_batch}` and then reads `logged` (woken)
+-- as log_done's do.
 -- only in this dialect: SQLite encodes its batch rows in Python (event_batches.encode).
-firsts AS MATERIALIZED (
-    SELECT attempts, worker_id, kind FROM batch ORDER BY seq LIMIT 1
-), pairs AS (
-    SELECT task, queue, (row_number() OVER (ORDER BY min(seq)) - 1)::int AS i FROM batch GROUP BY task, queue
+shape AS MATERIALIZED (
+    SELECT min(task) AS task, min(queue) AS queue, min(attempts) AS attempts, min(kind) AS kind,
+           min(worker_id) AS worker_id, count(*) AS n
+    FROM batch
 ), logged AS (
     INSERT INTO conveyor_events (id, at, kind, worker_id, data, n) OVERRIDING SYSTEM VALUE
-    SELECT (SELECT id FROM mark), %(now)s, f.kind, f.worker_id,
+    SELECT (SELECT id FROM mark), %(now)s, s.kind, s.worker_id,
            json_build_object(
-               't', (SELECT json_agg(json_build_array(task, queue) ORDER BY i) FROM pairs),
-               'a', f.attempts,
-               'e', json_agg(
-                   CASE WHEN b.attempts = f.attempts AND p.i = 0 AND b.kind = f.kind AND b.data = '{}'
-                             AND b.worker_id IS NOT DISTINCT FROM f.worker_id
-                        THEN to_json(b.seq)
-                        ELSE json_build_array(b.seq, b.attempts, p.i, nullif(b.kind, f.kind),
-                                              CASE WHEN b.worker_id IS DISTINCT FROM f.worker_id THEN b.worker_id END,
-                                              CASE WHEN b.data <> '{}' THEN b.data::json END) END
-                   ORDER BY b.seq)),
-           count(*)
-    FROM batch AS b JOIN pairs AS p USING (task, queue) CROSS JOIN firsts AS f
-    GROUP BY f.kind, f.worker_id, f.attempts
+               't', json_build_array(json_build_array(s.task, s.queue)),
+               'a', s.attempts,
+               'e', (SELECT json_agg(
+                         CASE WHEN b.task = s.task AND b.queue = s.queue AND b.attempts = s.attempts
+                                   AND b.kind = s.kind AND b.worker_id IS NOT DISTINCT FROM s.worker_id
+                                   AND b.data = '{}'
+                              THEN to_json(b.seq)
+                              ELSE json_build_array(b.seq, b.attempts, json_build_array(b.task, b.queue), b.kind,
+                                                    b.worker_id, CASE WHEN b.data <> '{}' THEN b.data::json END) END
+                         ORDER BY b.seq)
+                     FROM batch AS b)),
+           s.n
+    FROM shape AS s
+    WHERE s.n > 0
     RETURNING 1
 )
 

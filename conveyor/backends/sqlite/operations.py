@@ -77,13 +77,7 @@ class SQLiteOperations:
         rows += event_batches.marked_rows(event_writes.rows_from(conn, self._sql["event_batches_from"]), marks, job_seq)
         rows.sort(key=lambda row: int(row[0]))
         jobs = {job_seq: (query.job_id or "", event_batches.first_mark(marks))}
-        found = [
-            event
-            for row in rows
-            for event in event_batches.events_of(row, event_batches.decode(row), jobs)
-            if event_batches.matches(event, query)
-        ]
-        return found[: query.limit]
+        return event_batches.history(rows, jobs, query)
 
     def _last_seq(self, conn: sqlite3.Connection) -> int:
         last: int = conn.execute(self._sql["last_event_seq"]).fetchone()[0]
