@@ -8,7 +8,7 @@ says. PostgreSQL's numbers never restart (destroy_all keeps its head): each test
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -60,9 +60,9 @@ def sqlite_log(sqlite_store: Backend, sqlite_path: Path) -> Log:
 
 
 @pytest.fixture
-def postgres_log(pg_store: Backend, postgres_url: str) -> Iterator[Log]:
+def postgres_log(pg_store: Backend, postgres_url: str) -> Log:
     psycopg = pytest.importorskip("psycopg")
-    yield Log(pg_store, "postgres", lambda: psycopg.connect(postgres_url))
+    return Log(pg_store, "postgres", lambda: psycopg.connect(postgres_url))
 
 
 def succeed_all(store: Backend, now: float, queues: Sequence[str] = ("q",)) -> None:

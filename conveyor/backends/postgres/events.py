@@ -123,7 +123,7 @@ class EventLogMixin:
         params = event_params(query)
         with self._conn("reading events") as conn:
             if query.job_id is not None:
-                return _job_events(conn, params, query)
+                return _job_events(conn, q, params, query)
 
             def fetch(after: int, limit: int) -> Sequence[LogRow]:
                 return conn.execute(q["events"], {**params, "after": after, "limit": limit}).fetchall()
@@ -186,10 +186,9 @@ class EventLogMixin:
             return True
 
 
-def _job_events(conn: Connection, params: dict[str, Any], query: EventQuery) -> list[Event]:
+def _job_events(conn: Connection, q: dict[str, str], params: dict[str, Any], query: EventQuery) -> list[Event]:
     """A job's events: its rows of one event (by job id) and the batch rows its steps noted (by id),
     read out in seq order; a job gone with its events has none."""
-    q = sql_files.queries("postgres")
     found = conn.execute(q["job_event_rows"], params).fetchone()
     job_seq, rows = (found[0], found[1]) if found is not None else (None, [])
     log_rows = conn.execute(q["job_events"], {**params, "rows": rows}).fetchall()
