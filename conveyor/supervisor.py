@@ -33,6 +33,7 @@ import msgspec
 
 from .errors import StoreUnavailable
 from .logs import FORMATS
+from .signals import relay_signals
 from .worker.loop import EXIT_STOP_REQUESTED
 from .worker.options import WorkerOptions, renew_interval
 
@@ -156,8 +157,7 @@ class Supervisor:
 
         log.info("supervising %d worker processes of %s; store %s (from %s)",
                  self.processes, self.app_path, describe_url(app.url), app.url_source)  # fmt: skip
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        relay_signals([signal.SIGTERM, signal.SIGINT], self._on_signal)
         renewer = threading.Thread(target=self._renew_leases, args=(app,), name="conveyor-renewer", daemon=True)
         renewer.start()
         code = 0
@@ -246,7 +246,7 @@ class Supervisor:
         except Exception:
             log.exception("closing the supervisor's store failed")
 
-    def _on_signal(self, signum: int, _frame: object) -> None:
+    def _on_signal(self, signum: int) -> None:
         if self._signals and time.monotonic() - self._last_signal < 0.5:
             return  # one stop request delivered twice (to the process and to its group)
         self._last_signal = time.monotonic()

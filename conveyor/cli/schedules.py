@@ -8,7 +8,6 @@ import logging
 import signal
 import threading
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
@@ -22,6 +21,7 @@ from ..backends import describe_url, open_backend
 from ..errors import ConveyorError
 from ..logs import FORMATS, configure_logging
 from ..schedule_types import ScheduleRecord, TickOutcome, TickRecord
+from ..signals import relay_signals
 from .common import age, app_option, console, fail, import_app, json_option, open_app, print_json, url_option
 from .stage_table import short
 from .worker import _level
@@ -248,12 +248,11 @@ def scheduler(app_path: str, log_level: int, log_format: str, url: str | None) -
     open_backend(app.url, migrate=False).close()  # a wrong URL, password or database fails here, at once
     stopping = threading.Event()
 
-    def on_signal(signum: int, _frame: Any) -> None:
+    def on_signal(signum: int) -> None:
         log.info("scheduler got %s: stopping", signal.Signals(signum).name)
         stopping.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    relay_signals([signal.SIGTERM, signal.SIGINT], on_signal)
     log.info("scheduler started: store %s (from %s); %d code schedule(s)", describe_url(app.url), app.url_source,
              len(app.periodic_schedules))  # fmt: skip
     runner = Scheduler(app)

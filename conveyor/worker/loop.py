@@ -36,6 +36,7 @@ from ..leader import Leader
 from ..operations import WorkerState
 from ..outcome import Outcome, OutcomeKind, Report
 from ..scheduler import Scheduler
+from ..signals import relay_signals
 from .helpers import Helper
 from .joblog import log_outcome
 from .monitor import TICK, Monitor
@@ -485,22 +486,22 @@ class Worker:
     def _install_signal_handlers(self) -> None:
         """Standalone: SIGTERM or SIGINT stops gracefully, a second one hands back at once.
         Supervised: SIGTERM stops gracefully however often it comes (a service manager and the
-        supervisor may both send it), SIGUSR1 hands back at once, SIGINT is the supervisor's."""
+        supervisor may both send it), SIGUSR1 hands back at once, SIGINT is the supervisor's.
+        Acted on off the handler (``conveyor.signals``): a handler that took a lock could deadlock."""
         if threading.current_thread() is not threading.main_thread():
             return
 
-        def on_signal(signum: int, _frame: object) -> None:
+        def on_signal(signum: int) -> None:
             hurry = signum == signal.SIGUSR1 or (not self.options.supervised and self._stopping.is_set())
             log.info("worker %s got %s: %s", self.id, signal.Signals(signum).name,
                      "handing back now" if hurry else "stopping")  # fmt: skip
             self.stop(hurry=hurry)
 
-        signal.signal(signal.SIGTERM, on_signal)
         if self.options.supervised:
-            signal.signal(signal.SIGUSR1, on_signal)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            relay_signals([signal.SIGTERM, signal.SIGUSR1], on_signal)
         else:
-            signal.signal(signal.SIGINT, on_signal)
+            relay_signals([signal.SIGTERM, signal.SIGINT], on_signal)
 
 
 def _settle(future: Future[Outcome], task: asyncio.Task[Outcome]) -> None:

@@ -212,6 +212,7 @@ class Cluster:
             "E2E_LEASE": str(LEASE),
             "E2E_DIR": str(directory),
             "PYTHONUNBUFFERED": "1",
+            "PYTHONFAULTHANDLER": "1",  # SIGABRT (see dump_stacks) prints every thread's stack to the log
         }
 
     # processes --------------------------------------------------------------------
@@ -279,6 +280,20 @@ class Cluster:
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
+
+    def dump_stacks(self) -> None:
+        """SIGABRT every live process this test started (and its children): with faulthandler on,
+        each prints every thread's stack to its log before it dies, so a hang says where it hung."""
+        pids = []
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                pids += [*worker_children(proc.pid), proc.pid]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGABRT)
+        for proc, _ in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
 
     def logs(self) -> str:
         parts = []
@@ -370,4 +385,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed:
         cluster = getattr(item, "funcargs", {}).get("cluster")
         if isinstance(cluster, Cluster):
+            cluster.dump_stacks()
             report.sections.append(("worker logs", cluster.logs()))
