@@ -4,6 +4,7 @@ interrupted main thread holds waits for it instead of deadlocking the process.""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import threading
 from collections.abc import Iterator
@@ -26,26 +27,20 @@ def test_a_signal_is_acted_on_by_the_relay_thread_even_while_the_main_thread_hol
     restore_sigusr2: None,
 ) -> None:
     held = threading.Lock()  # not reentrant, like a threading.Event's own lock
-    acted: list[tuple[int, str]] = []
-    done = threading.Event()
+    acted: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
 
     def act(signum: int) -> None:
         with held:
-            acted.append((signum, threading.current_thread().name))
-        done.set()
+            acted.put((signum, threading.current_thread().name))
 
     relay_signals([signal.SIGUSR2], act)
     with held:  # an act run inside the handler, on this thread, would block here for ever
         os.kill(os.getpid(), signal.SIGUSR2)
         os.kill(os.getpid(), signal.SIGUSR2)
-        assert not done.wait(0.2)
-    assert done.wait(10)
-    for _ in range(50):
-        if len(acted) == 2:
-            break
-        done.clear()
-        done.wait(0.1)
-    assert acted == [(signal.SIGUSR2, "conveyor-signals")] * 2
+        with pytest.raises(queue.Empty):
+            acted.get(timeout=0.2)
+    assert acted.get(timeout=10) == (signal.SIGUSR2, "conveyor-signals")
+    assert acted.get(timeout=10) == (signal.SIGUSR2, "conveyor-signals")
 
 
 def test_an_act_that_raises_is_logged_and_later_signals_still_arrive(
