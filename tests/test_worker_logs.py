@@ -26,9 +26,7 @@ def _records(caplog: pytest.LogCaptureFixture, job_id: str, timeout: float = EVE
         time.sleep(0.01)
 
 
-def test_a_success_is_one_info_line_with_its_fields(
-    app: App, start_worker, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_success_is_one_info_line_with_its_fields(app: App, start_worker, caplog: pytest.LogCaptureFixture) -> None:
     @app.task(queue="mail")
     def send(to: str) -> str:
         return to

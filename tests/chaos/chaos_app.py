@@ -94,4 +94,3 @@ def pid() -> int:
     job_id, _ = _started()
     _done(job_id)
     return os.getpid()
-

@@ -123,6 +123,7 @@ class Cluster:
 
     def wait_started(self, proc: subprocess.Popen[bytes], workers: int = 1, timeout: float = 60) -> None:
         """Wait until ``workers`` worker loops of ``proc`` logged that they started."""
+
         def started() -> bool:
             if proc.poll() is not None:
                 pytest.fail(f"worker pid {proc.pid} exited with {proc.returncode} before it started")
@@ -168,6 +169,7 @@ class Cluster:
 
     def wait_finished(self, job_id: str, timeout: float = 60) -> Job:
         """Wait until the job is in a terminal state; return its record."""
+
         def check() -> Job | None:
             job = self.app.job(job_id)
             return job if job.status.finished else None

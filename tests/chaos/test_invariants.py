@@ -36,13 +36,25 @@ def test_a_clean_run_passes_and_a_duplicate_on_a_killed_process_is_explained() -
     [
         ({}, {}, [], "lost"),
         ({"a": _job("a", Status.RUNNING)}, {"a": [Run("a", "t1", 11, 2.0)]}, [], "not succeeded"),
-        ({"a": _job("a", attempts=2)}, {"a": [Run("a", "t0", 10, 1.0), Run("a", "t1", 11, 2.0, 3.0)]}, [],
-         "not explained"),
-        ({"a": _job("a", attempts=2)}, {"a": [Run("a", "t0", 10, 1.0), Run("a", "t1", 11, 2.0, 3.0)]},
-         [Kill(10, 0.5)], "not explained"),  # killed before that run started: not the reason
+        (
+            {"a": _job("a", attempts=2)},
+            {"a": [Run("a", "t0", 10, 1.0), Run("a", "t1", 11, 2.0, 3.0)]},
+            [],
+            "not explained",
+        ),
+        (
+            {"a": _job("a", attempts=2)},
+            {"a": [Run("a", "t0", 10, 1.0), Run("a", "t1", 11, 2.0, 3.0)]},
+            [Kill(10, 0.5)],
+            "not explained",
+        ),  # killed before that run started: not the reason
         ({"a": _job("a", token="t9")}, {"a": [Run("a", "t1", 11, 2.0, 3.0)]}, [], "names 0 of its runs"),
-        ({"a": _job("a", attempts=1)}, {"a": [Run("a", "t0", 10, 1.0), Run("a", "t1", 11, 2.0, 3.0)]},
-         [Kill(10, 1.5)], "attempts=1"),
+        (
+            {"a": _job("a", attempts=1)},
+            {"a": [Run("a", "t0", 10, 1.0), Run("a", "t1", 11, 2.0, 3.0)]},
+            [Kill(10, 1.5)],
+            "attempts=1",
+        ),
     ],
 )
 def test_each_broken_invariant_is_reported(

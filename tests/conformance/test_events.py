@@ -18,6 +18,7 @@ from conveyor.backends.base import Outcome, OutcomeKind, Report
 from conveyor.errors import DuplicateJob
 from conveyor.events import Event, EventQuery, outcome_event
 from conveyor.job import ExitCode, JobError
+from conveyor.operations import SwitchScope
 
 from .conftest import OpenStore
 from .jobdata import LEASE, T0, claim_one, new, token
@@ -336,6 +337,22 @@ def test_a_seq_is_never_given_again_after_pruning(backend: Backend) -> None:
     assert backend.prune(T0 + 1000) == 1 and kinds(backend, "c") == []  # the newest events went with their job
     backend.enqueue([new("d")], T0 + 4)
     assert log(backend, job_id="d")[0].seq > newest
+
+
+def test_a_seq_is_never_given_again_after_everything_is_deleted(backend: Backend) -> None:
+    backend.enqueue([new("a")], T0)
+    assert backend.set_switch(SwitchScope.QUEUE, "q", True, T0 + 1)  # a row of its own, not a batch row
+    newest = backend.last_event_seq()
+    assert backend.prune_events(T0 + 2) == 2 and log(backend) == []
+    assert backend.last_event_seq() >= newest  # where a subscriber that wants only new events starts
+    assert backend.set_switch(SwitchScope.QUEUE, "q", False, T0 + 3)  # the first event after: a row of its own
+    (resumed,) = log(backend)
+    assert resumed.seq > newest
+    backend.destroy_all()
+    assert log(backend) == []
+    backend.enqueue([new("b")], T0 + 4)  # the first event after: a batch row
+    (enqueued,) = log(backend)
+    assert enqueued.seq > resumed.seq and enqueued.job_id == "b"
 
 
 def test_a_discarded_jobs_history_stays_its_own(backend: Backend) -> None:

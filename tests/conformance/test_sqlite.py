@@ -20,22 +20,23 @@ from typing import Any
 
 import pytest
 
-from conveyor.backends import open_backend
+from conveyor.backends import open_backend, sql_files
 from conveyor.backends.base import Outcome, OutcomeKind, Report
-from conveyor.backends.sqlite import SQLiteBackend, parse_url
+from conveyor.backends.sqlite import SQLiteBackend, parse_url, schema
 from conveyor.errors import StoreError, StoreUnavailable
 from conveyor.events import EventQuery
 from conveyor.job import Job, JobError, Status
+from conveyor.operations import SwitchScope
 
 from .jobdata import LEASE, T0, claim_one, new, stored, token
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STORE_SOURCES = Path(SQLiteBackend.__module__.replace(".", "/")).parent
-LATEST = 9  #: the schema version of this conveyor (migrations/0009_event_batches.sql)
+LATEST = 10  #: the schema version of this conveyor (migrations/0010_events_head_row.sql)
 #: Every migration, oldest first, as setup() names them.
 MIGRATIONS = [
     "0001_initial.sql", "0002_rescues.sql", "0003_events.sql", "0004_pipelines.sql", "0005_schedules.sql",
-    "0006_services.sql", "0007_accounts.sql", "0008_trace.sql", "0009_event_batches.sql",
+    "0006_services.sql", "0007_accounts.sql", "0008_trace.sql", "0009_event_batches.sql", "0010_events_head_row.sql",
 ]  # fmt: skip
 REPO = Path(__file__).resolve().parents[2]
 
@@ -144,6 +145,34 @@ def test_a_file_made_by_the_previous_release_is_upgraded_in_place(path: Path) ->
     reopened = SQLiteBackend(path)
     assert reopened.setup() == [] and stored(reopened, "running").rescues == 1
     reopened.close()
+
+
+def test_a_schema_9_log_loses_autoincrement_and_keeps_every_event_and_number(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    for migration in sql_files.migrations("sqlite")[:9]:
+        schema.apply(conn, migration)
+    conn.execute("COMMIT")
+    insert = "INSERT INTO conveyor_events (at, kind, queue, data) VALUES (?, ?, 'q', ?)"
+    for i, kind in enumerate(["queue_paused", "queue_resumed", "queue_paused"]):
+        conn.execute(insert, (T0 + i, kind, f'{{"i": {i}}}'))
+    conn.execute("DELETE FROM conveyor_events WHERE seq = 3")  # the newest pruned: AUTOINCREMENT's counter is 3
+    conn.close()
+    store = SQLiteBackend(path)
+    try:
+        assert store.setup() == ["0010_events_head_row.sql"]
+        assert [(e.seq, e.at, e.kind, e.data) for e in store.events(EventQuery())] == [
+            (1, T0, "queue_paused", {"i": 0}), (2, T0 + 1, "queue_resumed", {"i": 1}),
+        ]  # fmt: skip
+        assert store.set_switch(SwitchScope.QUEUE, "q", True, T0 + 3)
+        assert [e.seq for e in store.events(EventQuery(after=2))] == [4]  # 3 is not given again
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        (table,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'conveyor_events'").fetchone()
+        assert "AUTOINCREMENT" not in table
+        assert conn.execute("SELECT count(*) FROM sqlite_sequence WHERE name = 'conveyor_events'").fetchone() == (0,)
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'conveyor_events_job'").fetchone() == (1,)
 
 
 def test_a_new_file_gets_every_migration_once(path: Path) -> None:

@@ -10,6 +10,8 @@ Two shapes (docs/events.md, "How SQLite stores events"):
   ``copy_job_events``): the shared row of conveyor.backends.rows, then the job's ``seq``, by which
   SQLite indexes a job's single events (migrations/0003_events.sql says why).
 
+A deletion of events keeps the log's head (``keeping_head``), so a number is never given twice.
+
 Entries are built straight from what the statements return (a claim builds one per job it takes)."""
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -114,6 +117,16 @@ def copy_batch(
             seq, task, queue, attempts, worker_id = job
             items.append((seq, attempts, task, queue, kind, worker_id, data))
     append_batch(conn, insert_event_batch, items, now)
+
+
+@contextmanager
+def keeping_head(conn: sqlite3.Connection, sql: Mapping[str, str]) -> Iterator[None]:
+    """Delete events inside: if the newest went, a head row (no events) takes its number, so the next
+    number is still past every one given (the table has no AUTOINCREMENT counter: migrations/0010)."""
+    head = conn.execute(sql["event_head"]).fetchone()
+    yield
+    if head is not None:
+        conn.execute(sql["keep_event_head"], {"seq": head[0], "at": head[1]})
 
 
 def rows_from(conn: sqlite3.Connection, event_batches_from: str) -> Callable[[int], Iterator[Sequence[Any]]]:

@@ -102,7 +102,7 @@ class SQLiteOperations:
                         return
 
     def prune_events(self, before: float) -> int:
-        with self._write("prune events") as conn:
+        with self._write("prune events") as conn, event_writes.keeping_head(conn, self._sql):
             return sum(row[0] for row in conn.execute(self._sql["prune_events"], {"before": before}))
 
     # switches -------------------------------------------------------------------------------------------

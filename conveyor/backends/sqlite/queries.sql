@@ -83,9 +83,10 @@ ON CONFLICT (name) DO UPDATE SET value = excluded.value;
 -- producers ------------------------------------------------------------------------------------------
 
 -- name: next_event_number
--- a fragment: the number the log gives its next event (AUTOINCREMENT's counter, sqlite_sequence, which a
--- batch row's explicit seq moves on as any insert does). Inside a write transaction nothing else moves it.
-(SELECT coalesce(max(seq), 0) + 1 FROM sqlite_sequence WHERE name = 'conveyor_events')
+-- a fragment: the number the log gives its next event: its largest plus one, as SQLite numbers a row
+-- itself (the end of the rowid tree; a head row keeps the largest when the newest events are deleted,
+-- migrations/0010). Inside a write transaction nothing else moves it.
+(SELECT coalesce(max(seq), 0) + 1 FROM conveyor_events)
 
 -- name: next_event
 -- only in this dialect: the log's next number, where an enqueue's batch rows begin (the jobs' marks).
@@ -572,7 +573,8 @@ SELECT coalesce(max(seq), 0) FROM conveyor_events;
 -- Events older than the App's event_ttl. The log is in time order, so they are its oldest: the prefix
 -- before the first event at or after :before, found by a walk in seq order that stops there (no index on
 -- `at`, migrations/0003). An event written with an older time after a newer one (clocks of two
--- processes a little apart) goes with a later prune. AUTOINCREMENT: their numbers are never reused.
+-- processes a little apart) goes with a later prune. Their numbers are never reused: the store keeps the
+-- head (event_writes.keeping_head).
 -- Returns how many events each deleted row held (a batch row's entries, of jobs still there or not).
 DELETE FROM conveyor_events
 WHERE seq < coalesce((SELECT seq FROM conveyor_events WHERE at >= :before ORDER BY seq LIMIT 1),
@@ -586,6 +588,18 @@ RETURNING coalesce(n, 1);
 -- (conveyor_events_job); the id check keeps the events of an older job that had the same seq.
 DELETE FROM conveyor_events
 WHERE job_seq IN (SELECT value FROM json_each(:seqs)) AND job_id IN (SELECT value FROM json_each(:ids));
+
+-- name: event_head
+-- only in this dialect: the log's newest row, read before events are deleted (event_writes.keeping_head).
+SELECT seq, at FROM conveyor_events ORDER BY seq DESC LIMIT 1;
+
+-- name: keep_event_head
+-- only in this dialect: PostgreSQL's sequencer never goes back. After a deletion that took the newest
+-- events (:seq was the newest), a head row in their place: a batch row of no events (n = 0, read as none)
+-- at the deleted row's time, so that the next number is still past every number given (migrations/0010).
+INSERT INTO conveyor_events (seq, at, kind, data, n)
+SELECT :seq, :at, 'head', '{"t":[],"a":0,"e":[]}', 0
+WHERE :seq > (SELECT coalesce(max(seq), 0) FROM conveyor_events);
 
 -- name: job_seq
 -- only in this dialect: a job's seq, by which its single events are indexed (job_events), and where its
@@ -686,8 +700,8 @@ HAVING due <= :now;
 
 -- name: destroy_all
 -- Run in one transaction: every job, lock, event, switch, worker, message, notification, schedule, tick
--- record, service, user, token and audit entry. sqlite_sequence keeps the event, notification and audit
--- numbers' high marks, so none is given out again.
+-- record, service, user, token and audit entry. sqlite_sequence keeps the notification and audit numbers'
+-- high marks and the store the event log's head (event_writes.keeping_head), so none is given out again.
 DELETE FROM conveyor_audit;
 DELETE FROM conveyor_tokens;
 DELETE FROM conveyor_users;

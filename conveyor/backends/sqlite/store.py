@@ -463,7 +463,8 @@ class SQLiteBackend(
                 rows = conn.execute(self._sql["prune_expired"], {"now": now}).fetchall()
             if rows:  # and their events and messages, in the same transaction
                 seqs, ids = json.dumps([row[0] for row in rows]), json.dumps([row[1] for row in rows])
-                conn.execute(self._sql["delete_job_events"], {"seqs": seqs, "ids": ids})
+                with event_writes.keeping_head(conn, self._sql):
+                    conn.execute(self._sql["delete_job_events"], {"seqs": seqs, "ids": ids})
                 conn.execute(self._sql["delete_job_messages"], {"ids": ids})
         return len(rows)
 
@@ -472,6 +473,6 @@ class SQLiteBackend(
             return schema.version(self._connection(), self.path), schema.latest()
 
     def destroy_all(self) -> None:
-        with self._write("delete everything", producer=True) as conn:
+        with self._write("delete everything", producer=True) as conn, event_writes.keeping_head(conn, self._sql):
             for statement in schema.statements(self._sql["destroy_all"]):
                 conn.execute(statement)
