@@ -6,7 +6,7 @@ workers' keepers (``conveyor.worker.services``); docs/services.md."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
@@ -136,13 +136,24 @@ class ServicesMixin:
         """Stop the instance's runs and start them again with the stored parameters (a FAILED one too)."""
         return self._control(name, ServiceAction.RESTART, None, {}, None)
 
-    def reload_service(self, name: str, **params: Any) -> list[ServiceRecord]:
-        """Restart the instance with these parameters merged into the stored ones (checked against the
-        function first, when this app declares the service); each new run reads them from the store."""
+    def reload_service(self, name: str, /, *, unset: Collection[str] = (), **params: Any) -> list[ServiceRecord]:
+        """Restart the instance with these parameters merged into the stored ones, less those named in
+        ``unset`` (the function's default applies to them again); checked against the function first,
+        when this app declares the service. Each new run reads them from the store."""
+        if isinstance(unset, str):
+            raise TypeError(f"unset takes parameter names, e.g. unset=[{unset!r}]")
+        both = sorted(set(unset) & params.keys())
+        if both:
+            raise ValueError(f"parameters both given and unset: {', '.join(both)}")
         rows = self.backend.list_services(name)
         if not rows:
             raise ServiceNotFound(name)
-        merged = {**rows[0].params, **params}
+        stored = rows[0].params
+        unknown = sorted(key for key in unset if key not in stored)
+        if unknown:
+            raise ValueError(f"service instance {name!r} has no stored parameter to unset: {', '.join(unknown)}"
+                             f" (it has: {', '.join(sorted(stored)) or 'none'})")  # fmt: skip
+        merged = {key: value for key, value in stored.items() if key not in unset} | params
         svc = self.service_defs.get(rows[0].service)
         if svc is not None:
             merged = svc.check_params(merged)

@@ -307,6 +307,11 @@ def test_stop_restart_reload_and_remove(cli: Cli, store: App, mod: str) -> None:
                                      "(2 replicas: 1 stopping, 1 pending)")  # fmt: skip
     rows = store.services("feed")
     assert {row.generation for row in rows} == {2} and rows[0].params == {"url": "a", "every": 3, "tags": ["x"]}
+    unset = cli("service", "reload", "feed", "--url", store.url, "--unset", "tags", "--unset", "every")
+    assert unset.exit_code == 0, unset.output
+    assert store.services("feed")[0].params == {"url": "a"}
+    one_line_error(cli("service", "reload", "feed", "--url", store.url, "--unset", "tags"), 2,
+                   "no stored parameter to unset: tags")  # fmt: skip
     assert held.token is not None
     removed = cli("service", "remove", "feed", "--url", store.url)
     assert removed.exit_code == 0 and flat(removed.stdout) == "service feed removed"
@@ -314,7 +319,7 @@ def test_stop_restart_reload_and_remove(cli: Cli, store: App, mod: str) -> None:
     kinds = [event.kind for event in store.events(kinds=[kind.value for kind in EventKind
                                                          if kind.value.startswith("service_")])]  # fmt: skip
     assert kinds == ["service_created", "service_assigned", "service_requested", "service_requested",
-                     "service_requested", "service_removed"]  # fmt: skip
+                     "service_requested", "service_requested", "service_removed"]  # fmt: skip
 
 
 def test_reload_checks_params_against_the_function_with_the_app_and_only_json_without(

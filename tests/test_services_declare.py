@@ -155,6 +155,25 @@ def test_an_existing_instance_starts_again_without_parameters_only(app: App) -> 
     assert app.remove_service("eu") is True and app.services() == []
 
 
+def test_a_reload_can_unset_a_parameter_so_its_default_applies_again(app: App) -> None:
+    @app.service(autostart=False)
+    def consume(ctx: ServiceContext, topic: str, batch: int = 10) -> None: ...
+
+    app.start_service("consume", name="eu", topic="orders", batch=50)
+    [row] = app.reload_service("eu", unset=["batch"], topic="orders-us")
+    assert (row.params, row.generation) == ({"topic": "orders-us"}, 1)
+    with pytest.raises(TypeError, match="cannot take these parameters"):
+        app.reload_service("eu", unset=["topic"])  # it has no default
+    with pytest.raises(ValueError, match=r"no stored parameter to unset: batch \(it has: topic\)"):
+        app.reload_service("eu", unset=["batch"])
+    with pytest.raises(ValueError, match="both given and unset: topic"):
+        app.reload_service("eu", unset=["topic"], topic="x")
+    with pytest.raises(TypeError, match=r"unset takes parameter names, e.g. unset=\['batch'\]"):
+        app.reload_service("eu", unset="batch")
+    [row] = app.services("eu")
+    assert (row.params, row.generation) == ({"topic": "orders-us"}, 1), "the refused calls wrote nothing"
+
+
 def test_sync_creates_the_autostart_instances_once_and_keeps_their_replicas_in_step(app: App) -> None:
     @app.service(replicas=2)
     def ticker(ctx: ServiceContext) -> None: ...

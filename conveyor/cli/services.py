@@ -281,18 +281,20 @@ def restart(name: str, as_json: bool, app_path: str | None, url: str | None) -> 
 @click.argument("name")
 @param_option
 @params_option
+@click.option("--unset", "unset", multiple=True, metavar="KEY",
+              help="Drop a stored parameter, so the function's default applies again (repeatable).")  # fmt: skip
 @json_option
 @app_option
 @url_option
-def reload(name: str, pairs: tuple[str, ...], params_json: str | None, as_json: bool, app_path: str | None,
-           url: str | None) -> None:  # fmt: skip
-    """Restart the instance NAME with these parameters merged into its stored ones: each new run
-    reads them from the store. With --app, they are checked against the service's function first;
-    without, only that they are JSON values."""
+def reload(name: str, pairs: tuple[str, ...], params_json: str | None, unset: tuple[str, ...], as_json: bool,
+           app_path: str | None, url: str | None) -> None:  # fmt: skip
+    """Restart the instance NAME with these parameters merged into its stored ones, less those
+    --unset: each new run reads them from the store. With --app, they are checked against the
+    service's function first; without, only that they are JSON values."""
     params = parse_params(pairs, params_json)
     app = open_app(url, app_path, read_only=True)
     try:
-        rows = app.reload_service(name, **params)
+        rows = app.reload_service(name, unset=unset, **params)
     except (TypeError, ValueError) as exc:
         refused(exc)
     report(rows, as_json, f"service {name}: reload requested with {codec.dumps(rows[0].params)}")

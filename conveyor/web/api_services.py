@@ -129,8 +129,8 @@ def reload(call: Call) -> Page[ServiceRecord]:
     name = call.params["name"]
     changeable_instance(call, name)
     body: ReloadBody = call.body
-    rows = call.app.reload_service(name, **body.params)
-    call.audit("service.reload", name, {"params": sorted(body.params)})
+    rows = call.app.reload_service(name, unset=body.unset, **body.params)
+    call.audit("service.reload", name, {"params": sorted(body.params), "unset": sorted(body.unset)})
     return Page(items=[public(row) for row in rows])
 
 

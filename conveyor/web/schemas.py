@@ -218,9 +218,11 @@ class ServiceBody(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
 
 
 class ReloadBody(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """``POST /api/services/{name}/reload``: parameters merged over the stored ones."""
+    """``POST /api/services/{name}/reload``: parameters merged over the stored ones; ``unset`` names
+    stored ones to drop (the function's default applies to them again)."""
 
     params: dict[str, Any] = {}
+    unset: Annotated[list[Name], msgspec.Meta(max_length=100)] = []
 
 
 class UserBody(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -117,6 +117,9 @@ def test_who_controls_an_instance(web_server: WebServer, who: str) -> None:
         reloaded = ok(client.post(f"/api/services/{name}/reload", json={"params": {"every": 3}}))["items"]
         assert reloaded[0]["params"] == {"every": 3} and reloaded[0]["generation"] == generation + 2
         error(client.post(f"/api/services/{name}/reload", json={"params": {"speed": 3}}), 422)
+        error(client.post(f"/api/services/{name}/reload", json={"unset": ["every"]}), 422)  # it has no default
+        error(client.post(f"/api/services/{name}/reload", json={"unset": ["speed"]}), 422)  # not a stored one
+        assert web_server.app.services(name)[0].params == {"every": 3}
         assert ok(client.delete(f"/api/services/{name}")) == {"removed": True}
         assert web_server.app.services(name) == []
         error(client.delete(f"/api/services/{name}"), 404)
