@@ -226,6 +226,28 @@ def test_start_makes_stopped_and_failed_replicas_pending_and_forgets_their_crash
     assert all(r.updated_at == T0 + 10 for r in after)
 
 
+@pytest.mark.parametrize("action", [START, RESTART, RELOAD])
+def test_a_request_to_run_a_replica_waiting_out_a_crash_back_off_makes_it_due_now(
+    backend: Backend, action: ServiceAction
+) -> None:
+    backend.create_service(spec(replicas=1), T0)
+    crashed = end(PENDING, not_before=T0 + 60, crashes=[T0 + 2], error=ERROR, restarted=True, event="service_crashed")
+    assert backend.end_service_run("orders", 0, _token(claim_one(backend)), crashed, T0 + 2)
+    assert claim(backend, now=T0 + 3) == []  # waiting out its back-off
+    [after] = backend.control_service("orders", action, None, T0 + 4)
+    assert (after.status, after.not_before, after.crashes, after.last_error) == (PENDING, T0 + 4, [], None)
+    assert after.restarts == 1  # kept: how often it was restarted
+    assert claim_one(backend, now=T0 + 4).replica == 0
+
+
+def test_a_stop_of_a_replica_waiting_out_a_crash_back_off_keeps_its_crashes(backend: Backend) -> None:
+    backend.create_service(spec(replicas=1), T0)
+    crashed = end(PENDING, not_before=T0 + 60, crashes=[T0 + 2], error=ERROR, restarted=True, event="service_crashed")
+    assert backend.end_service_run("orders", 0, _token(claim_one(backend)), crashed, T0 + 2)
+    [after] = backend.control_service("orders", STOP, None, T0 + 4)
+    assert (after.status, after.crashes, after.last_error) == (STOPPED, [T0 + 2], ERROR)
+
+
 def test_stop_stops_unheld_replicas_and_asks_holders_to_stop(backend: Backend) -> None:
     tokens = mixed(backend)
     after = backend.control_service("orders", STOP, None, T0 + 10)

@@ -1267,7 +1267,7 @@ DELETE FROM conveyor_services WHERE name = %(name)s AND replica >= %(replicas)s;
 -- name: control_service
 -- After lock_service: a user's start, stop, restart or reload of every replica, with one
 -- `service_requested` event (data: the action). START: wanted; STOPPED and FAILED rows PENDING, due now,
--- crashes and error cleared. STOP: not wanted; PENDING rows STOPPED, held ones STOPPING (their workers
+-- crashes and error cleared; a PENDING row waiting out a crash's back-off due now, crashes and error cleared. STOP: not wanted; PENDING rows STOPPED, held ones STOPPING (their workers
 -- stop them). RESTART and RELOAD: wanted, generation + 1, held rows STOPPING, STOPPED and FAILED ones
 -- PENDING as for START; RELOAD replaces params (when given). A START on a row STOPPING after a STOP
 -- (not wanted) is a restart: wanted, generation + 1, so its worker stops the old run (if it had not seen
@@ -1289,13 +1289,13 @@ WITH changed AS (
             WHEN %(action)s::text IN ('restart', 'reload') AND status IN ('starting', 'running') THEN 'stopping'
             WHEN %(action)s::text <> 'stop' AND status IN ('stopped', 'failed') THEN 'pending'
             ELSE status END,
-        not_before = CASE WHEN %(action)s::text <> 'stop' AND status IN ('stopped', 'failed')
+        not_before = CASE WHEN %(action)s::text <> 'stop' AND status IN ('pending', 'stopped', 'failed')
                           THEN %(now)s ELSE not_before END,
         free_since = CASE WHEN %(action)s::text <> 'stop' AND status IN ('stopped', 'failed')
                           THEN %(now)s ELSE free_since END,
-        crashes = CASE WHEN %(action)s::text <> 'stop' AND status IN ('stopped', 'failed')
+        crashes = CASE WHEN %(action)s::text <> 'stop' AND status IN ('pending', 'stopped', 'failed')
                        THEN '[]'::jsonb ELSE crashes END,
-        last_error = CASE WHEN %(action)s::text <> 'stop' AND status IN ('stopped', 'failed')
+        last_error = CASE WHEN %(action)s::text <> 'stop' AND status IN ('pending', 'stopped', 'failed')
                           THEN NULL ELSE last_error END,
         updated_at = %(now)s
     WHERE name = %(name)s
