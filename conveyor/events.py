@@ -51,6 +51,8 @@ class EventKind(enum.StrEnum):
     # instance, replica)
     SERVICE_CREATED = "service_created"  #: an instance was made (data: replicas, source)
     SERVICE_REMOVED = "service_removed"
+    SERVICE_RESIZED = "service_resized"  #: its replica count or queue changed (a worker's sync of the code;
+    #: data: replicas, queue)
     SERVICE_REQUESTED = "service_requested"  #: a user asked it to start, stop, restart or reload (data: action)
     SERVICE_ASSIGNED = "service_assigned"  #: a worker took a replica (data: worker_id; from: whose lease ran out)
     SERVICE_STARTED = "service_started"  #: its function started (data: worker_id, generation)

@@ -417,8 +417,8 @@ class Services(Protocol):
     """Long-running services: one row per replica of an instance, held by a worker with a lease its
     keeper renews and a fencing token per run, like a job's. What a run's end means (restart after a
     back-off, FAILED, STOPPED) is decided in Python (conveyor.service_policy); the store writes it.
-    Every change appends its event (service_created, service_requested, service_assigned,
-    service_started, and the end's) in the same transaction; a service event's ``task`` is the
+    Every change appends its event (service_created, service_resized, service_requested,
+    service_assigned, service_started, and the end's) in the same transaction; a service event's ``task`` is the
     service, its ``queue`` the instance's queue, its data the instance (``service``) and ``replica``."""
 
     def create_service(self, spec: ServiceSpec, now: float) -> bool:
@@ -430,8 +430,9 @@ class Services(Protocol):
     def resize_service(self, name: str, replicas: int, queue: str, now: float) -> bool:
         """Set an instance's queue and number of replicas: new rows copy replica 0's service, params,
         wanted, generation and source (PENDING or STOPPED); rows past ``replicas`` are deleted (a
-        holder finds its token gone at its next renewal and stops). False if there is no such
-        instance or nothing changed (then nothing is written)."""
+        holder finds its token gone at its next renewal and stops), with a ``service_resized`` event
+        (replicas, queue). False if there is no such instance or nothing changed (then nothing is
+        written)."""
         ...
 
     def control_service(

@@ -208,6 +208,19 @@ def test_resize_that_changes_nothing_or_of_no_instance_is_false(backend: Backend
     assert {(r.queue, r.updated_at) for r in rows(backend)} == {("elsewhere", T0 + 2)}
 
 
+def test_a_resize_that_changes_rows_writes_one_service_resized_event(backend: Backend) -> None:
+    backend.create_service(spec(replicas=2), T0)
+    assert backend.resize_service("orders", 2, "q", T0 + 1) is False  # nothing changed: no event
+    assert backend.resize_service("orders", 4, "q", T0 + 2) is True
+    assert backend.resize_service("orders", 1, "q2", T0 + 3) is True
+    assert backend.resize_service("nope", 3, "q", T0 + 4) is False
+    resized = events(backend, "service_resized")
+    assert [(e.at, e.task, e.queue, e.job_id, e.data) for e in resized] == [
+        (T0 + 2, "consume", "q", None, {"service": "orders", "replicas": 4, "queue": "q"}),
+        (T0 + 3, "consume", "q2", None, {"service": "orders", "replicas": 1, "queue": "q2"}),
+    ]  # fmt: skip
+
+
 # control ---------------------------------------------------------------------------------------------------
 def test_start_makes_stopped_and_failed_replicas_pending_and_forgets_their_crashes(backend: Backend) -> None:
     tokens = mixed(backend)

@@ -1260,9 +1260,21 @@ WHERE f.name = %(name)s AND f.replica = 0
   AND NOT EXISTS (SELECT FROM conveyor_services AS e WHERE e.name = f.name AND e.replica = r);
 
 -- name: drop_service_replicas
--- resize_service shrinking an instance: the rows from `replicas` up go, held or not (no event: a resize is a
--- worker's sync of the code). Their holders find their tokens gone at their next renewal and stop.
+-- resize_service shrinking an instance: the rows from `replicas` up go, held or not (no service_removed:
+-- the instance stays). Their holders find their tokens gone at their next renewal and stop.
 DELETE FROM conveyor_services WHERE name = %(name)s AND replica >= %(replicas)s;
+
+-- name: log_service_resized
+-- only in this dialect: SQLite writes the event from Python (service_of, then its row as any event's).
+-- After the three above, in their transaction, when they changed a row: one `service_resized` event
+-- (data: the replicas and queue now), named by replica 0. A sync that changes nothing writes none.
+WITH logged AS (
+    INSERT INTO conveyor_events (at, kind, task, queue, data)
+    SELECT %(now)s, %(event_kind)s, service, queue, %(event_data)s::json
+    FROM conveyor_services WHERE name = %(name)s AND replica = 0
+    RETURNING 1
+)
+SELECT {wake_readers};
 
 -- name: control_service
 -- After lock_service: a user's start, stop, restart or reload of every replica, with one

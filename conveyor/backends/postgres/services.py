@@ -84,10 +84,16 @@ class ServicesMixin:
         return row is not None and int(row[0]) > 0
 
     def resize_service(self, name: str, replicas: int, queue: str, now: float) -> bool:
-        params = {"name": name, "replicas": checked_replicas(name, replicas), "queue": queue, "now": now}
-        with self._conn("resize a service") as conn:
-            cursors = self._locked(conn, name, _RESIZE, params)
-        return sum(cursor.rowcount for cursor in cursors) > 0
+        replicas = checked_replicas(name, replicas)
+        kind = EventKind.SERVICE_RESIZED
+        params = {"name": name, "replicas": replicas, "queue": queue, "now": now, "event_kind": kind.value,
+                  "event_data": _instance_data(kind, name, now, {"replicas": replicas, "queue": queue}),
+                  "wake": True}  # fmt: skip
+        with self._conn("resize a service") as conn, conn.transaction():
+            changed = sum(cursor.rowcount for cursor in self._locked(conn, name, _RESIZE, params)) > 0
+            if changed:  # its event, in the same transaction (a sync that changes nothing writes none)
+                conn.execute(queries()["log_service_resized"], params)
+        return changed
 
     def control_service(
         self, name: str, action: ServiceAction, params: dict[str, Any] | None, now: float

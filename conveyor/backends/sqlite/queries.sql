@@ -886,6 +886,11 @@ WHERE r.replica < :replicas;
 -- their tokens gone at their next renewal (renew_services) and stop.
 DELETE FROM conveyor_services WHERE name = :name AND replica >= :replicas;
 
+-- name: service_of
+-- only in this dialect: PostgreSQL's log_service_resized reads it in its INSERT. After a resize that changed
+-- rows: the service its `service_resized` event names (replica 0's, there while the instance is).
+SELECT service FROM conveyor_services WHERE name = :name AND replica = 0;
+
 -- name: control_service
 -- A user's start, stop, restart or reload (:action, a ServiceAction value) of every replica, in one
 -- statement (each expression reads the row as it was). start: wanted; a STOPPED or FAILED row is PENDING

@@ -65,6 +65,11 @@ class SQLiteServices:
             changed = conn.execute(sql["set_service_queue"], params).rowcount
             changed += conn.execute(sql["add_service_replicas"], params).rowcount
             changed += conn.execute(sql["drop_service_replicas"], params).rowcount
+            if changed:  # its event (a sync that changes nothing writes none)
+                (service,) = conn.execute(sql["service_of"], {"name": name}).fetchone()
+                data = {"replicas": params["replicas"], "queue": queue}
+                self._log(conn, [service_row(EventKind.SERVICE_RESIZED, None, now, data, name=name, service=service,
+                                             queue=queue)])  # fmt: skip
         return changed > 0
 
     def control_service(
