@@ -140,6 +140,6 @@ def test_the_staggered_start_stays_within_bounds(app: App) -> None:
         worker = Worker(app, WorkerOptions(poll=poll))
         assert 0.0 <= worker.first_poll <= min(MAX_START_JITTER, poll)
         assert 0.0 <= worker.monitor.first_beat <= min(MAX_START_JITTER, poll, renew_interval(app.lease))
-        worker._loop.close()  # never run
+        worker._job_loop.loop.close()  # never run
         worker._threads.shutdown()
     assert beat_interval(30.0) == renew_interval(30.0) and beat_interval(0.3) == 1.0

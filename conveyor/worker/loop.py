@@ -12,8 +12,6 @@ scheduler syncs the app's code schedules and fires due ticks (``conveyor.schedul
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -30,13 +28,14 @@ import msgspec
 from .. import pipeline
 from ..backends import describe_url
 from ..errors import StoreUnavailable
-from ..execution import failed, failed_permanently, run_async, run_sync, storable
+from ..execution import failed, failed_permanently, run_sync, storable
 from ..job import Job, JobError
 from ..leader import Leader
 from ..operations import WorkerState
 from ..outcome import Outcome, OutcomeKind, Report
 from ..scheduler import Scheduler
 from ..signals import relay_signals
+from .event_loop import JobLoop
 from .helpers import Helper
 from .joblog import log_outcome
 from .monitor import TICK, Monitor
@@ -105,9 +104,9 @@ class Worker:
         self._failing = threading.Lock()
         self._unknown_seen: dict[str, float] = {}  # task name -> when this worker first saw a job of it
         self._threads = ThreadPoolExecutor(max_workers=self.concurrency + 32, thread_name_prefix="conveyor-job")
-        self._loop = asyncio.new_event_loop()
+        self._job_loop = JobLoop(self.backend, self.clock)  # async runs' event loop, on the "loop" helper
         self._helpers = {
-            "loop": Helper("loop", self._loop.run_forever, self._helper_failed),
+            "loop": Helper("loop", self._job_loop.loop.run_forever, self._helper_failed),
             "reporter": Helper("reporter", self.reporter.run, self._helper_failed),
             "monitor": Helper("monitor", functools.partial(self.monitor.run, self._closed), self._helper_failed),
         }
@@ -252,7 +251,7 @@ class Worker:
             run = Run(job, task, now)
             self.runs.add(run)
             if task.is_async:
-                future: Future[Outcome] = Future()  # settled from the loop by _settle; cancelling it cancels the task
+                future: Future[Outcome] = Future()  # settled from the loop (JobLoop); cancelling it cancels the task
                 run.future = future
                 on_loop.append((run, future))
                 future.add_done_callback(functools.partial(self._finished, run))
@@ -263,7 +262,7 @@ class Worker:
                     self._not_started([run])
         if on_loop:
             try:
-                self._loop.call_soon_threadsafe(self._start_on_loop, on_loop)
+                self._job_loop.start(on_loop)
             except Exception:
                 self._not_started([run for run, _ in on_loop])
 
@@ -287,27 +286,6 @@ class Worker:
         for run in runs:
             if self.runs.abandon(run.token, "could not be started") is not None:
                 self.reporter.report(released(run.job.id, run.token))
-
-    def _start_on_loop(self, batch: list[tuple[Run, Future[Outcome]]]) -> None:
-        """On the loop: one asyncio task per run, its end copied into the run's future. A run
-        abandoned before this (its future cancelled) is not started."""
-        for run, future in batch:
-            if future.cancelled():
-                continue
-            try:
-                task = self._loop.create_task(run_async(run.task, run.job, self.backend, self.clock))
-            except BaseException as exc:  # the run's outcome says why; never kill the loop
-                if future.set_running_or_notify_cancel():
-                    future.set_exception(exc)
-                continue
-            task.add_done_callback(functools.partial(_settle, future))
-            future.add_done_callback(functools.partial(self._cancel_on_loop, task))
-
-    def _cancel_on_loop(self, task: asyncio.Task[Outcome], future: Future[Outcome]) -> None:
-        """The run's future was cancelled (the run abandoned, from any thread): cancel its task."""
-        if future.cancelled() and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                self._loop.call_soon_threadsafe(task.cancel)
 
     def _unknown(self, job: Job) -> None:
         """A job whose task this worker's app does not know: hand it back, due again after a
@@ -443,31 +421,9 @@ class Worker:
                 if helper in self._side:
                     helper.join(self.keeper.stop_time() if name.startswith("service") else HELPER_JOIN)
             self.registration.end()
-            self._close_loop()
+            self._job_loop.close(self._helpers["loop"], HELPER_JOIN)
             self._threads.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped%s", self.id, f" (exit code {self.exit_code})" if self.exit_code else "")
-
-    def _close_loop(self) -> None:
-        """Stop the event loop, cancel what is left on it (handed back already) and close it."""
-        self._helpers["loop"].ending = True
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if not self._helpers["loop"].join(HELPER_JOIN):
-            log.error("an async task blocks the event loop; leaving it to the end of the process")
-            return
-        try:
-            pending = asyncio.all_tasks(self._loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                cancelled = asyncio.ensure_future(asyncio.wait(pending, timeout=HELPER_JOIN), loop=self._loop)
-                for _ in range(3):  # a stop asked for above may run first and end a pass early
-                    with contextlib.suppress(RuntimeError):
-                        self._loop.run_until_complete(cancelled)
-                    if cancelled.done():
-                        break
-            self._loop.close()
-        except Exception:
-            log.exception("closing the event loop failed")
 
     def _hand_back_all(self) -> None:
         """Give every unfinished job back to the queue, without using a retry, by the reporter."""
@@ -502,19 +458,3 @@ class Worker:
             relay_signals([signal.SIGTERM, signal.SIGUSR1], on_signal)
         else:
             relay_signals([signal.SIGTERM, signal.SIGINT], on_signal)
-
-
-def _settle(future: Future[Outcome], task: asyncio.Task[Outcome]) -> None:
-    """On the loop: copy how an asyncio task ended into its run's future (unless abandoned)."""
-    if future.cancelled():
-        return
-    if task.cancelled():
-        future.cancel()
-        return
-    if not future.set_running_or_notify_cancel():
-        return
-    exc = task.exception()
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(task.result())
