@@ -24,6 +24,7 @@ from .errors import (
     Retry,
     StoreError,
     StoreUnavailable,
+    UnstorableText,
 )
 from .events import Event, EventKind
 from .handle import JobHandle
@@ -95,6 +96,7 @@ __all__ = [
     "TickRecord",
     "Timer",
     "UnknownService",
+    "UnstorableText",
     "Worker",
     "WorkerInfo",
     "WorkerOptions",

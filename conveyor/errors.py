@@ -24,6 +24,11 @@ class StoreUnavailable(StoreError):
     """
 
 
+class UnstorableText(StoreError, ValueError):
+    """A value given to the store cannot be stored as it is: PostgreSQL's text holds no NUL
+    character (\\x00). Bad input (a ValueError), refused by the store at the call; nothing written."""
+
+
 class JobNotFound(ConveyorError, LookupError):
     """No job with that id exists (never did, was discarded, or was pruned)."""
 

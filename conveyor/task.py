@@ -42,9 +42,18 @@ class TaskOptions(msgspec.Struct, kw_only=True, frozen=True):
     result_ttl: float | None = DEFAULT_RESULT_TTL  #: seconds a finished job is kept; None keeps it
 
 
+def _no_nul(value: str, what: str) -> str:
+    """``value``, refused if it holds a NUL character: PostgreSQL's text cannot store one, so every
+    store refuses it at the call (a JSON argument may hold one: it is escaped)."""
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain a NUL character (\\x00), got {value!r}")
+    return value
+
+
 def _check_options(queue: str, priority: int, max_retries: int, timeout: float | None) -> None:
     if not isinstance(queue, str) or not queue.strip():
         raise ValueError(f"queue must be a non-empty string, got {queue!r}")
+    _no_nul(queue, "queue")
     if isinstance(priority, bool) or priority not in _PRIORITIES:
         raise ValueError(f"priority must be one of {[p.name for p in Priority]}, got {priority!r}")
     if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
@@ -178,7 +187,7 @@ class Signature:
         _check_options(queue, priority, max_retries, timeout)
         return NewJob(
             id=_job_id(call.id),
-            task=self.task,
+            task=_no_nul(self.task, "a task name"),
             queue=queue,
             priority=int(priority),
             args=args,
@@ -198,19 +207,19 @@ def _job_id(given: str | None) -> str:
         return os.urandom(16).hex()  # 128 random bits, like uuid4, at a third of the cost
     if not isinstance(given, str) or not given or len(given) > 255:
         raise ValueError(f"a job id must be a non-empty string of at most 255 characters, got {given!r}")
-    return given
+    return _no_nul(given, "a job id")
 
 
 def _key(given: str | None) -> str | None:
     if given is not None and (not isinstance(given, str) or not given):
         raise ValueError(f"key must be a non-empty string, got {given!r}")
-    return given
+    return given if given is None else _no_nul(given, "key")
 
 
 def _owner(given: str | None) -> str | None:
     if given is not None and (not isinstance(given, str) or not given or len(given) > 255):
         raise ValueError(f"owner must be a non-empty string of at most 255 characters, got {given!r}")
-    return given
+    return given if given is None else _no_nul(given, "owner")
 
 
 def _notify(given: bool, owner: str | None) -> bool:

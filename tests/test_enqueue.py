@@ -191,6 +191,11 @@ def _bad_calls():
         ("delay True", lambda app, t: t.options(delay=True).delay(1), ValueError, "delay"),
         ("eta not a datetime", lambda app, t: t.options(eta="tomorrow").delay(1), ValueError, "eta"),
         ("kwargs not a dict", lambda app, t: app.enqueue(t.name, [1], kwargs=[1]), TypeError, "kwargs"),  # type: ignore[arg-type]
+        ("NUL in a queue", lambda app, t: t.options(queue="q\x00").delay(1), ValueError, "queue must not contain"),
+        ("NUL in a key", lambda app, t: t.options(key="k\x00").delay(1), ValueError, "key must not contain a NUL"),
+        ("NUL in an id", lambda app, t: t.options(id="i\x00").delay(1), ValueError, "id must not contain a NUL"),
+        ("NUL in an owner", lambda app, t: t.options(owner="o\x00").delay(1), ValueError, "owner must not contain"),
+        ("NUL in a task name", lambda app, t: app.enqueue("t\x00", [1]), ValueError, "task name must not contain"),
     ]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import App, DuplicateJob, InvalidTransition, JobNotFound, StoreError
+from conveyor import App, DuplicateJob, InvalidTransition, JobNotFound, StoreError, UnstorableText
 
 
 def test_a_corrupt_file_gives_a_store_error_at_first_use(tmp_path: Path) -> None:
@@ -119,3 +119,29 @@ def test_failed_calls_lose_nothing(app: App, count_rows) -> None:
     assert count_rows() == 4
     assert {j.id: j for j in app.jobs()} == snapshot
     assert done.result(timeout=1) == "d"
+
+
+def test_a_nul_character_postgresql_cannot_store_is_bad_input_at_the_call(any_app: App) -> None:
+    """PostgreSQL's text holds no NUL: each call that would store or look one up is refused with
+    UnstorableText (a ValueError) and writes nothing; SQLite stores it. A NUL inside a JSON argument
+    is fine on both (escaped)."""
+    handle = any_app.enqueue("t", ["a\x00b"])
+    assert any_app.job(handle.id).args == ["a\x00b"]
+    calls = [
+        lambda: any_app.pause_queue("q\x00"),
+        lambda: any_app.disable_task("t\x00"),
+        lambda: any_app.lock("l\x00").acquire(),
+        lambda: any_app.jobs(queue="q\x00"),
+    ]
+    postgres = any_app.url.startswith("postgresql")
+    for call in calls:
+        if postgres:
+            with pytest.raises(UnstorableText, match=r"NUL character \(\\x00\)") as refused:
+                call()
+            assert isinstance(refused.value, ValueError) and isinstance(refused.value, StoreError)
+        else:
+            call()
+    switches = any_app.switches()
+    assert (switches.paused_queues, switches.disabled_tasks) == (
+        (frozenset(), frozenset()) if postgres else (frozenset({"q\x00"}), frozenset({"t\x00"}))
+    )

@@ -48,7 +48,7 @@ from psycopg.pq import PipelineStatus, TransactionStatus
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ...errors import DuplicateJob, InvalidTransition, StoreError, StoreUnavailable
+from ...errors import DuplicateJob, InvalidTransition, StoreError, StoreUnavailable, UnstorableText
 from ...events import EventKind, encode_data, enqueued_data, outcome_event, progress_data
 from ...job import Job, NewJob, Priority, Status
 from ...outcome import NextStage
@@ -220,6 +220,11 @@ class PostgresBackend(
                 raise permanent from exc
             raise StoreUnavailable(f"PostgreSQL at {self._where} unreachable ({what}): {exc}".strip()) from exc
         except psycopg.Error as exc:
+            if isinstance(exc, psycopg.DataError) and "NUL" in str(exc):  # refused by psycopg before sending
+                raise UnstorableText(
+                    f"PostgreSQL at {self._where} refused {what}: a name or text given holds"
+                    " a NUL character (\\x00), which PostgreSQL's text cannot store"
+                ) from exc
             raise StoreError(f"PostgreSQL at {self._where} refused {what}: {exc}".strip()) from exc
 
     @contextmanager
