@@ -16,7 +16,6 @@ from typing import Any
 
 from ... import codec
 from ...events import EventKind
-from ...job import Job, NewJob
 from ...schedule_types import ScheduleRecord, Tick, TickOutcome, TickRecord
 from ..rows import (
     TICK_HISTORY,
@@ -29,6 +28,7 @@ from ..rows import (
     unique_ticks,
 )
 from .connections import Connection
+from .inserts import insert
 from .schema import queries
 
 
@@ -48,12 +48,9 @@ def _data(kind: EventKind, name: str, now: float) -> str:
 
 class SchedulesMixin:
     """The Schedules concern of PostgresBackend (base.Schedules). Uses the store's main pool
-    (``_conn``) and enqueue's own insert (``_insert``)."""
+    (``_conn``) and enqueue's own insert (inserts.py)."""
 
     def _conn(self, what: str, *, worker: bool = False) -> AbstractContextManager[Connection]:
-        raise NotImplementedError  # PostgresBackend's
-
-    def _insert(self, conn: Any, jobs: Sequence[NewJob], now: float) -> list[Job]:
         raise NotImplementedError  # PostgresBackend's
 
     def put_schedule(self, schedule: ScheduleRecord, now: float) -> bool:
@@ -123,7 +120,7 @@ class SchedulesMixin:
             }).fetchall()}  # fmt: skip
             done = [tick for tick in todo if float(tick.tick_at) in recorded]
             planned = [(float(tick.tick_at), job) for tick in done if (job := jobs[float(tick.tick_at)]) is not None]
-            stored = self._insert(conn, [job for _, job in planned], now) if planned else []
+            stored = insert(conn, [job for _, job in planned], now) if planned else []
             job_ids: dict[float, str] = {}
             for (tick_at, job), got in zip(planned, stored, strict=True):
                 job_ids[tick_at] = got.id

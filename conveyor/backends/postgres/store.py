@@ -13,9 +13,10 @@ outcomes); what PostgreSQL adds is how it scales:
   or renewed by one upsert, as on SQLite;
 * every job step writes its event in its own statement (a data-modifying CTE) or transaction;
   events are numbered later, in an order no reader can be overtaken in, by the sequencer of
-  events.py; switches and the worker registry are in operations.py; jobs' mailboxes, the release
-  of ended waits and owners' notifications in waits.py; pipeline outcomes in pipelines.py;
-  schedules and their ticks in schedules.py; services in services.py, accounts in accounts.py;
+  events.py; new jobs are inserted by inserts.py; switches and the worker registry are in
+  operations.py; jobs' mailboxes, the release of ended waits and owners' notifications in
+  waits.py; pipeline outcomes in pipelines.py; schedules and their ticks in schedules.py;
+  services in services.py, accounts in accounts.py;
 * the schema is built by the versioned ``.sql`` migrations in ``postgres/migrations``,
   applied under a transaction-scoped advisory lock, so concurrent ``conveyor migrate`` runs
   are safe; every statement lives in ``postgres/queries.sql``.
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -44,17 +44,15 @@ from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.pq import PipelineStatus, TransactionStatus
-from psycopg.rows import tuple_row
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ...errors import DuplicateJob, InvalidTransition, StoreError, StoreUnavailable, UnstorableText
-from ...events import EventKind, encode_data, enqueued_data, outcome_event, progress_data
+from ...errors import InvalidTransition, StoreError, StoreUnavailable, UnstorableText
+from ...events import EventKind, encode_data, outcome_event, progress_data
 from ...job import Job, NewJob, Priority, Status
 from ...outcome import NextStage
-from .. import event_batches
 from ..base import JobQuery, Outcome, OutcomeKind, Report
-from ..columns import insert_params, insert_row, new_job_record, row_to_job
+from ..columns import row_to_job
 from ..rows import list_params
 from . import pipelines
 from .accounts import AccountsMixin
@@ -68,6 +66,7 @@ from .connections import (
     worker_session,
 )
 from .events import EventLogMixin, Waker
+from .inserts import insert
 from .operations import OperationsMixin
 from .schedules import SchedulesMixin
 from .schema import SchemaMixin, queries
@@ -75,9 +74,6 @@ from .services import ServicesMixin
 from .waits import WaitsMixin
 
 log = logging.getLogger("conveyor.postgres")
-
-_DUPLICATE_ID = re.compile(r"Key \(id\)=\((.*)\) already exists")
-
 
 _NO_DATA = encode_data(None)
 
@@ -101,20 +97,6 @@ def _events_of(batch: Sequence[Report]) -> dict[str, Any]:
         "event_kind": None,
         "event_data_one": None,
     }
-
-
-def _reserve(cur: Any, jobs: int) -> tuple[list[int], list[int]]:
-    """The seqs of a COPY'd batch's ``jobs`` jobs and the ids of its batch rows of events (one per
-    event_batches.PER_ROW jobs), in order (reserve_ids)."""
-    rows = -(-jobs // event_batches.PER_ROW)
-    seqs, row_ids = cur.execute(queries()["reserve_ids"], {"jobs": jobs, "rows": rows}).fetchone()
-    return sorted(seqs), sorted(row_ids)
-
-
-def _copied(jobs: Sequence[NewJob]) -> bool:
-    """Whether ``_insert`` writes ``jobs`` by one COPY: a batch without keys (a key needs insert's
-    ON CONFLICT)."""
-    return len(jobs) > 1 and all(new.key is None for new in jobs)
 
 
 class PostgresBackend(
@@ -259,9 +241,9 @@ class PostgresBackend(
             return self._enqueue_in(connection, jobs, now)
         if len(jobs) == 1:  # one statement (the job and its event), atomic and committed on its own
             with self._conn("enqueue") as conn:
-                return self._insert(conn, jobs, now)
+                return insert(conn, jobs, now)
         with self._conn("enqueue") as conn, conn.transaction():
-            return self._insert(conn, jobs, now)
+            return insert(conn, jobs, now)
 
     def _enqueue_in(self, conn: Any, jobs: Sequence[NewJob], now: float) -> list[Job]:
         if not isinstance(conn, psycopg.Connection):
@@ -278,10 +260,10 @@ class PostgresBackend(
             if status is TransactionStatus.IDLE and conn.autocommit:
                 # Nothing to join: an autocommit connection commits the jobs at once.
                 with conn.transaction():
-                    return self._insert(conn, jobs, now)
+                    return insert(conn, jobs, now)
             conn.execute(q["savepoint"])  # begins the caller's transaction if none is open yet
             try:
-                stored = self._insert(conn, jobs, now)
+                stored = insert(conn, jobs, now)
             except BaseException:
                 with suppress(psycopg.Error):
                     conn.execute(q["rollback_to_savepoint"])
@@ -289,71 +271,6 @@ class PostgresBackend(
                 raise
             conn.execute(q["release_savepoint"])
             return stored
-
-    def _insert(self, conn: Any, jobs: Sequence[NewJob], now: float) -> list[Job]:
-        """The inserts, each job with its ``enqueued`` event: two COPYs for a batch without keys
-        (the jobs, then their events; inside the caller's transaction, all rows or none), else
-        pipelined row by row, where a key held by an unfinished job yields that job instead (and
-        writes no event)."""
-        q = queries()
-        if _copied(jobs) and conn.pgconn.pipeline_status == PipelineStatus.OFF:  # no COPY in a caller's pipeline
-            try:
-                with conn.cursor() as cur:
-                    seqs, row_ids = _reserve(cur, len(jobs))
-                    with cur.copy(q["insert_copy"]) as copy:
-                        write = copy.write_row
-                        for i, new in enumerate(jobs):
-                            # event_rows as array text: psycopg's list dumper cost the enqueue a tenth
-                            write((seqs[i], f"{{{row_ids[i // event_batches.PER_ROW]}}}", *insert_row(new, now)))
-                    with cur.copy(q["insert_copy_events"]) as copy:
-                        write = copy.write_row
-                        items = event_batches.chunks(event_batches.enqueued_items(jobs, seqs, now))
-                        for row_id, chunk in zip(row_ids, items, strict=True):
-                            write((row_id, now, *event_batches.encode(chunk), len(chunk)))
-                    cur.execute(q["wake_event_readers"])
-            except pg_errors.UniqueViolation as exc:
-                raise self._duplicate(exc, jobs) from exc
-            return [new_job_record(new, now) for new in jobs]
-        kind = EventKind.ENQUEUED.value
-        params = [
-            insert_params(new, now)
-            | {"event_kind": kind, "event_data": enqueued_data(new.scheduled_at, now), "wake": True}
-            for new in jobs
-        ]
-        with conn.cursor(row_factory=tuple_row) as cur:
-            try:
-                if len(params) == 1:  # a plain round trip: no pipeline to set up and sync
-                    inserted = [cur.execute(q["insert"], params[0]).fetchone() is not None]
-                else:
-                    cur.executemany(q["insert"], params, returning=True)
-                    inserted = [cur.fetchone() is not None]
-                    while cur.nextset():
-                        inserted.append(cur.fetchone() is not None)
-            except pg_errors.UniqueViolation as exc:
-                raise self._duplicate(exc, jobs) from exc
-            stored: list[Job] = []
-            for new, param, was_inserted in zip(jobs, params, inserted, strict=True):
-                if was_inserted:
-                    stored.append(new_job_record(new, now))
-                    continue
-                # The key is held: return the holder. If it finished in between, insert after all.
-                while True:
-                    row = cur.execute(q["find_unfinished_by_key"], {"key": new.key}).fetchone()
-                    if row is not None:
-                        stored.append(row_to_job(row))
-                        break
-                    try:
-                        if cur.execute(q["insert"], param).fetchone() is not None:
-                            stored.append(new_job_record(new, now))
-                            break
-                    except pg_errors.UniqueViolation as exc:
-                        raise self._duplicate(exc, jobs) from exc
-        return stored
-
-    @staticmethod
-    def _duplicate(exc: pg_errors.UniqueViolation, jobs: Sequence[NewJob]) -> DuplicateJob:
-        match = _DUPLICATE_ID.search(exc.diag.message_detail or "")
-        return DuplicateJob(match[1] if match else jobs[0].id)
 
     # workers -----------------------------------------------------------------------------
     def claim(self, queues: Sequence[str], worker_id: str, limit: int, lease: float, now: float) -> list[Job]:
