@@ -418,8 +418,9 @@ class Services(Protocol):
     keeper renews and a fencing token per run, like a job's. What a run's end means (restart after a
     back-off, FAILED, STOPPED) is decided in Python (conveyor.service_policy); the store writes it.
     Every change appends its event (service_created, service_resized, service_requested,
-    service_assigned, service_started, and the end's) in the same transaction; a service event's ``task`` is the
-    service, its ``queue`` the instance's queue, its data the instance (``service``) and ``replica``."""
+    service_assigned, service_started, and the end's) in the same transaction; a service event's
+    ``task`` is the service, its ``queue`` the instance's queue, its data the instance
+    (``service``) and ``replica``."""
 
     def create_service(self, spec: ServiceSpec, now: float) -> bool:
         """Insert the instance's ``spec.replicas`` rows (PENDING, or STOPPED if not ``wanted``;

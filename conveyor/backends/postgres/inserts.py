@@ -98,6 +98,6 @@ def _reserve(cur: Any, jobs: int) -> tuple[list[int], list[int]]:
 
 
 def _copied(jobs: Sequence[NewJob]) -> bool:
-    """Whether ``_insert`` writes ``jobs`` by one COPY: a batch without keys (a key needs insert's
+    """Whether ``insert`` writes ``jobs`` by one COPY: a batch without keys (a key needs insert's
     ON CONFLICT)."""
     return len(jobs) > 1 and all(new.key is None for new in jobs)

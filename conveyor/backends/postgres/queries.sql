@@ -1279,8 +1279,8 @@ SELECT {wake_readers};
 -- name: control_service
 -- After lock_service: a user's start, stop, restart or reload of every replica, with one
 -- `service_requested` event (data: the action). START: wanted; STOPPED and FAILED rows PENDING, due now,
--- crashes and error cleared; a PENDING row waiting out a crash's back-off due now, crashes and error cleared. STOP: not wanted; PENDING rows STOPPED, held ones STOPPING (their workers
--- stop them). RESTART and RELOAD: wanted, generation + 1, held rows STOPPING, STOPPED and FAILED ones
+-- crashes and error cleared; a PENDING row waiting out a crash's back-off due now, crashes and error
+-- cleared. STOP: not wanted; PENDING rows STOPPED, held ones STOPPING (their workers stop them). RESTART and RELOAD: wanted, generation + 1, held rows STOPPING, STOPPED and FAILED ones
 -- PENDING as for START; RELOAD replaces params (when given). A START on a row STOPPING after a STOP
 -- (not wanted) is a restart: wanted, generation + 1, so its worker stops the old run (if it had not seen
 -- the stop yet) and a worker takes the new generation; end_service_run writes PENDING for a run that

@@ -895,8 +895,9 @@ SELECT service FROM conveyor_services WHERE name = :name AND replica = 0;
 -- A user's start, stop, restart or reload (:action, a ServiceAction value) of every replica, in one
 -- statement (each expression reads the row as it was). start: wanted; a STOPPED or FAILED row is PENDING
 -- again, due now, free since now, its crashes and error forgotten; a PENDING one waiting out a crash's
--- back-off is due now, its crashes and error forgotten (the user asked for it to run). stop: not wanted; PENDING -> STOPPED,
--- held -> STOPPING (its holder stops it and ends the run; STOPPED and FAILED stay so). restart and reload:
+-- back-off is due now, its crashes and error forgotten (the user asked for it to run). stop: not
+-- wanted; PENDING -> STOPPED, held -> STOPPING (its holder stops it and ends the run; STOPPED and FAILED
+-- stay so). restart and reload:
 -- wanted, generation + 1; held -> STOPPING (its holder ends the run PENDING and a worker takes the new
 -- generation), STOPPED and FAILED -> PENDING as for start. reload: :params (JSON text) replaces the
 -- stored ones when given. A start on a row STOPPING because of a stop (wanted 0) is a restart: wanted 1,
@@ -919,7 +920,8 @@ SET wanted = CASE WHEN :action = 'stop' THEN 0 ELSE 1 END,
         WHEN :action IN ('restart', 'reload') AND status IN ('starting', 'running', 'stopping') THEN 'stopping'
         ELSE status
     END,
-    not_before = CASE WHEN :action <> 'stop' AND status IN ('pending', 'stopped', 'failed') THEN :now ELSE not_before END,
+    not_before = CASE WHEN :action <> 'stop' AND status IN ('pending', 'stopped', 'failed') THEN :now
+                      ELSE not_before END,
     free_since = CASE WHEN :action <> 'stop' AND status IN ('stopped', 'failed') THEN :now ELSE free_since END,
     crashes = CASE WHEN :action <> 'stop' AND status IN ('pending', 'stopped', 'failed') THEN '[]' ELSE crashes END,
     last_error = CASE WHEN :action <> 'stop' AND status IN ('pending', 'stopped', 'failed') THEN NULL
